@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo`, `make test`.
+# Everything installs into .venv, with the versions pinned in constraints.txt
+# (torch==2.13.0 is a CPU wheel; an unpinned torch would pull a multi-GB CUDA build).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install data test test-notebooks test-regression demo bench sync-check clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data: install
+	$(BIN)/xdt data fetch all
+
+# every notebook's cells as tests (small sizes under IN_TEST), then the papermill regression tests
+test: data
+	$(MAKE) test-notebooks test-regression
+
+test-notebooks:
+	$(BIN)/nbdev-test --n-workers 2 --timing
+
+test-regression:
+	$(BIN)/pytest -q tests
+
+demo: data
+	$(BIN)/xdt run 07_demo
+	@cat outputs/07_demo/results.md
+	@echo "Report: outputs/07_demo/ (results.md, results.png, metrics.json, confusion matrices, models)"
+
+bench: install
+	$(BIN)/python tests/bench_padding.py
+
+# CI: the notebooks are the source; exporting and cleaning them must change nothing
+sync-check: install
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	git status --porcelain
+	test -z "$$(git status --porcelain)"
+
+clean:
+	rm -rf outputs _docs _proc

@@ -1,0 +1,25 @@
+"Shared fixtures: one papermill run of the demo notebook on a small real slice, reused by the tests."
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+XDT = str(Path(sys.executable).parent/'xdt')
+
+# Small but real: 64 Amazon labels, 400 tweets, the first 300 Amazon test sentences, 2 epochs.
+DEMO_CI_PARAMS = dict(n_target_labels=64, max_source=400, max_test=300, epochs=2, min_steps=60, lr=1e-4, seeds=[0])
+
+def xdt(*args, cwd=ROOT):
+    "Run the `xdt` command line; the CompletedProcess."
+    env = os.environ | {'XDT_PROGRESS': '0'}
+    return subprocess.run([XDT, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+
+@pytest.fixture(scope='session')
+def demo_run(tmp_path_factory):
+    "Folder of a headless `xdt run 07_demo` with the CI parameters."
+    out = tmp_path_factory.mktemp('demo')
+    args = ['run', '07_demo', '--out-dir', out]
+    for k, v in DEMO_CI_PARAMS.items(): args += ['-p', k, repr(v)]
+    r = xdt(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
