@@ -14,12 +14,15 @@ def xdt(*args, cwd=ROOT):
     env = os.environ | {'XDT_PROGRESS': '0'}
     return subprocess.run([XDT, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
 
-@pytest.fixture(scope='session')
-def demo_run(tmp_path_factory):
-    "Folder of a headless `xdt run 07_demo` with the CI parameters."
-    out = tmp_path_factory.mktemp('demo')
-    args = ['run', '07_demo', '--out-dir', out]
-    for k, v in DEMO_CI_PARAMS.items(): args += ['-p', k, repr(v)]
+def run_headless(notebook, params, out):
+    "`xdt run notebook -p k v ...` into `out`; fails the test with the notebook's error if it fails."
+    args = ['run', notebook, '--out-dir', out]
+    for k, v in params.items(): args += ['-p', k, repr(v)]
     r = xdt(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
+
+@pytest.fixture(scope='session')
+def demo_run(tmp_path_factory):
+    "Folder of a headless `xdt run 07_demo` with the CI parameters."
+    return run_headless('07_demo', DEMO_CI_PARAMS, tmp_path_factory.mktemp('demo'))

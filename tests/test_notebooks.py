@@ -4,7 +4,7 @@ from xdt_nb.evaluate import RECORD_FIELDS, read_records
 from conftest import DEMO_CI_PARAMS
 
 def test_demo_writes_report(demo_run):
-    for name in ('07_demo.ipynb', 'results.md', 'results.csv', 'results.png', 'metrics.json', 'records.jsonl',
+    for name in ('07_demo.ipynb', 'run.json', 'results.md', 'results.csv', 'results.png', 'metrics.json', 'records.jsonl',
                  'joint_s0/confusion.png', 'model_joint/model.safetensors'):
         assert (demo_run/name).exists(), name
 
