@@ -36,3 +36,13 @@ def test_predict_bad_input(demo_run, tmp_path):
     r = xdt('predict', demo_run/'model_joint', tmp_path/'empty.csv', tmp_path/'out.csv')
     assert r.returncode == 2 and 'empty or non-string text' in r.stderr
     assert not (tmp_path/'out.csv').exists()
+
+def test_train(tmp_path):
+    out = tmp_path/'run'
+    r = xdt('train', 'amazon', '--method', 'target_only', '--n-labels', 48, '--epochs', 1, '--out-dir', out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'macro-F1' in r.stdout
+    rec = pd.read_json(out/'records.jsonl', lines=True).iloc[0]
+    assert rec.n_target_labels == 48 and rec.command.startswith('xdt train amazon')
+    assert (out/'model'/'model.safetensors').exists() and (out/'confusion.png').exists()
+    assert not (out/'checkpoint').exists()   # removed once the run is recorded

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse, ast, json, os, shlex, sys, time
 from pathlib import Path
 
+from fastcore.imports import in_ipython
 from .core import find_settings_file, get_settings
 
 # %% auto #0
@@ -85,7 +86,7 @@ def _cmd_list(a):
     from xdt_nb.data import RESOURCES, list_domains
     from xdt_nb.transfer import METHODS
     with pd.option_context('display.width', 200, 'display.max_colwidth', 40):
-        print(list_domains().fillna('').to_string(), '\n')
+        print(list_domains().to_string(na_rep=''), '\n')
     print('resources:', ', '.join(RESOURCES))
     print('methods:  ', ', '.join(METHODS))
     try: print('notebooks:', ', '.join(p.stem for p in sorted((project_root()/'nbs').glob('*.ipynb'))))
@@ -100,6 +101,20 @@ def _cmd_fetch(a):
 def _cmd_run(a):
     params = {k: parse_value(v) for k, v in (a.param or [])}
     run_notebook(a.notebook, params, a.out_dir, a.timeout, command=shlex.join(['xdt'] + sys.argv[1:]) if a.record_command else None)
+
+def _cmd_train(a):
+    from xdt_nb.train import TrainConfig
+    from xdt_nb.transfer import run_experiment, save_model
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, alpha=a.alpha, min_steps=a.min_steps,
+                      mixed_precision=a.mixed_precision)
+    out = Path(a.out_dir or get_settings().output_dir/f'train_{a.source or a.target}_{a.target}_{a.method}_s{a.seed}')
+    r = run_experiment(a.target, a.method, source=a.source, n_target_labels=a.n_labels, seed=a.seed, cfg=cfg,
+                       model_name=a.model, out_dir=out, records=out/'records.jsonl', notebook='cli',
+                       max_source=a.max_source, command=shlex.join(['xdt'] + sys.argv[1:]), resume=a.resume)
+    from accelerate import PartialState
+    if r.model is not None and PartialState().is_main_process: save_model(r.model, r.tokenizer, out/'model', r.record)
+    print(f"{r.record['source']} → {r.record['target']} {a.method}: macro-F1 {r.record['macro_f1']:.3f}, "
+          f"accuracy {r.record['accuracy']:.3f}; outputs in {out}")
 
 def _cmd_predict(a):
     from xdt_nb.transfer import predict_file
@@ -120,6 +135,17 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument('--timeout', type=int, default=7200, help='seconds per cell')
     r.add_argument('--no-record-command', dest='record_command', action='store_false')
     r.set_defaults(fn=_cmd_run)
+    t = sub.add_parser('train', help='one experiment: train, evaluate, save (works under `accelerate launch`)')
+    t.add_argument('target'); t.add_argument('--method', default='target_only'); t.add_argument('--source')
+    t.add_argument('--n-labels', type=int, default=None, help='target labels (default: all)')
+    t.add_argument('--seed', type=int, default=0); t.add_argument('--epochs', type=int, default=3)
+    t.add_argument('--lr', type=float, default=1e-4); t.add_argument('--batch-size', type=int, default=16)
+    t.add_argument('--alpha', type=float, default=0.0); t.add_argument('--min-steps', type=int, default=0)
+    t.add_argument('--max-source', type=int, default=None)
+    t.add_argument('--mixed-precision', default='no', choices=['no', 'bf16', 'fp16'])
+    t.add_argument('--model', default=None, help='encoder name or folder (default: settings)')
+    t.add_argument('--out-dir', default=None); t.add_argument('--resume', action='store_true')
+    t.set_defaults(fn=_cmd_train)
     pr = sub.add_parser('predict', help='label a csv/tsv/jsonl with a saved model')
     pr.add_argument('model_dir'); pr.add_argument('input'); pr.add_argument('output')
     pr.add_argument('--text-col', default='text'); pr.set_defaults(fn=_cmd_predict)
@@ -132,3 +158,6 @@ def main(argv=None) -> int:
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         print(f'xdt: error: {e.args[0] if e.args else e}', file=sys.stderr); return 2
     return 0
+
+# `python -m xdt_nb.cli` / `accelerate launch -m xdt_nb.cli` (but not when this notebook runs)
+if __name__ == '__main__' and not in_ipython(): sys.exit(main())

@@ -411,4 +411,5 @@ def list_domains(settings:Settings|None=None) -> pd.DataFrame:
                 any((p/d.local_dir).is_dir() for p in (settings.data_dir, settings.cache_dir))
         if ready: row.update(load_domain(d.name, settings=settings).split.value_counts().to_dict())
         rows.append(row)
-    return pd.DataFrame(rows).set_index('domain')
+    df = pd.DataFrame(rows).set_index('domain')
+    return df.astype({s: 'Int64' for s in SPLITS if s in df})  # counts, with <NA> where not fetched
