@@ -7,6 +7,11 @@ BIN    := $(VENV)/bin
 # the stamp names a hash of the install inputs: re-install when their content changes, not their mtime
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
+# The Financial PhraseBank is never committed: use the shared copy beside the clone when there is one
+ifneq ($(wildcard ../shared/data/FinancialPhraseBank-v1.0),)
+export XDT_DATA_DIR ?= $(abspath ../shared/data)
+endif
+
 .PHONY: install data test test-notebooks test-regression demo bench sync-check clean
 
 $(STAMP):

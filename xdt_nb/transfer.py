@@ -23,8 +23,8 @@ from .train import FitResult, TrainConfig, fit
 
 # %% auto #0
 __all__ = ['METHODS', 'ALPHA_GRID', 'few_shot', 'TransferTask', 'Trained', 'register_method', 'target_only', 'source_only',
-           'sequential', 'joint', 'joint_select', 'dann', 'vader_lexicon', 'linear_probe', 'ExperimentResult',
-           'run_experiment', 'save_model', 'load_model', 'predict', 'predict_file']
+           'sequential', 'joint', 'joint_select', 'dann', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'target_test',
+           'ExperimentResult', 'run_experiment', 'save_model', 'load_model', 'predict', 'predict_file']
 
 # %% ../nbs/05_transfer.ipynb #18ef274b
 def few_shot(df:pd.DataFrame, n:int|None, seed:int=0) -> pd.DataFrame:
@@ -147,6 +147,27 @@ def vader_lexicon(t:TransferTask) -> Trained:
         return _one_hot(np.where(c >= 0.05, 2, np.where(c <= -0.05, 0, 1)), 3)
     return Trained(proba)
 
+# %% ../nbs/05_transfer.ipynb #d77b4d55
+def _lm_word_lists() -> tuple[set, set]:
+    "Loughran-McDonald positive and negative words (upper case) from the fetched dictionary."
+    from xdt_nb.data import fetch
+    lm = pd.read_csv(fetch('loughran-mcdonald')/'LM.csv', usecols=['Word', 'Positive', 'Negative'], keep_default_na=False)
+    return set(lm.Word[lm.Positive > 0]), set(lm.Word[lm.Negative > 0])
+
+@register_method('lm_lexicon')
+def lm_lexicon(t:TransferTask) -> Trained:
+    "Loughran-McDonald finance lexicon: sign of (positive - negative word count)."
+    import re
+    if list(t.labels) != ['negative', 'neutral', 'positive']:
+        raise ValueError(f"lm_lexicon predicts negative/neutral/positive; this task's labels are {t.labels}.")
+    pos, neg = _lm_word_lists()
+    def proba(texts):
+        words = [re.findall(r"[A-Za-z]+", x.upper()) for x in texts]
+        score = np.array([sum(w in pos for w in ws) - sum(w in neg for w in ws) for ws in words])
+        return _one_hot(np.sign(score).astype(int) + 1, 3)
+    return Trained(proba)
+
+# %% ../nbs/05_transfer.ipynb #1cf13120
 @register_method('linear_probe', needs_source=True)
 def linear_probe(t:TransferTask) -> Trained:
     "Logistic regression on frozen sentence vectors of the source (class-balanced)."
@@ -161,9 +182,14 @@ def linear_probe(t:TransferTask) -> Trained:
         return p
     return Trained(proba)
 
-# %% ../nbs/05_transfer.ipynb #0720e886
+# %% ../nbs/05_transfer.ipynb #9e6456a8
 def _cap(df, n, seed):
     return df if n is None or len(df) <= n else df.sample(n, random_state=seed).reset_index(drop=True)
+
+def target_test(name:str, max_test:int|None=None) -> pd.DataFrame:
+    "The test rows of domain `name` that experiments score: all, or a fixed sample of `max_test` (same for every seed)."
+    d = load_domain(name, 'test')
+    return _cap(d, max_test, seed=0)
 
 def _check_method(method, source, n_target_labels):
     if method not in METHODS: raise KeyError(f"Unknown method {method!r}; known: {sorted(METHODS)}.")
@@ -172,7 +198,7 @@ def _check_method(method, source, n_target_labels):
     if fn.needs_target and n_target_labels == 0: raise ValueError(f"Method {method!r} needs target labels; n_target_labels=0 leaves none (use 'source_only').")
     return fn
 
-# %% ../nbs/05_transfer.ipynb #32129042
+# %% ../nbs/05_transfer.ipynb #989ce53a
 @dataclass
 class ExperimentResult:
     record: dict
@@ -202,8 +228,11 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                   ) -> ExperimentResult:
     "Train `method` for `source -> target`, evaluate on the target's test split, save and record it."
     fn = _check_method(method, source, n_target_labels)
-    if also_test_on and (fn.needs_target or fn.uses_target_text) and n_target_labels != 0:
-        raise ValueError(f"Method {method!r} learns from its target, so its model cannot stand for other targets; run each target.")
+    learns_target = (fn.needs_target or fn.uses_target_text) and n_target_labels != 0
+    others = [o for o in also_test_on if get_domain(o).subset_of != target]  # a subset shares the target's splits
+    if others and learns_target:
+        raise ValueError(f"Method {method!r} learns from its target, so its model cannot stand for other targets "
+                         f"{others}; run each target (only subsets of {target!r} may share its model).")
     cfg = dataclasses.replace(cfg or TrainConfig(), seed=seed)
     tgt, dom = load_domain(target), get_domain(target)
     src = load_domain(source) if source else None
@@ -226,7 +255,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                 command=command or 'interactive (no command line)', config=dataclasses.asdict(cfg)) | trained.info | (extra or {})
     results, is_main = [], PartialState().is_main_process  # under `accelerate launch`, one process writes
     for name in [target, *also_test_on]:
-        test = _cap(split(tgt if name == target else load_domain(name), 'test'), max_test, seed)
+        test = target_test(name, max_test)
         proba = trained.predict_proba(test.text.tolist())
         metrics = classification_metrics(test.label, [task.labels[i] for i in proba.argmax(-1)], task.labels)
         record = base | dict(dataset=name, target=name, accuracy=metrics['accuracy'], macro_f1=metrics['macro_f1'],
@@ -242,7 +271,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
         for ck in Path(out_dir).glob('**/checkpoint'): shutil.rmtree(ck, ignore_errors=True)
     return ExperimentResult(results[0][0], results[0][1], trained.model, trained.tokenizer, fits, [r for r, _ in results[1:]])
 
-# %% ../nbs/05_transfer.ipynb #ed5b095b
+# %% ../nbs/05_transfer.ipynb #7949343a
 def save_model(model, tokenizer, path:Path|str, record:dict|None=None) -> Path:
     "Save weights (safetensors), config with label map, tokenizer, and the run's record."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -266,7 +295,7 @@ def load_model(path:Path|str):
                          "corrupt or incomplete. Fix: save the model again.") from None
     return model.eval(), tok, [model.config.id2label[i] for i in range(model.config.num_labels)]
 
-# %% ../nbs/05_transfer.ipynb #3c8c817e
+# %% ../nbs/05_transfer.ipynb #35c97891
 def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
     "Predicted label and per-class probabilities for `texts` with the model saved in `model_dir`."
     texts = list(texts)

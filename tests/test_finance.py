@@ -1,0 +1,31 @@
+"Regression test: a small real slice of the finance case study (needs the Financial PhraseBank, as CI has)."
+import json
+import pytest
+from xdt_nb.core import get_settings
+from xdt_nb.data import PHRASEBANK_DIR
+from xdt_nb.evaluate import read_records
+from conftest import run_headless
+
+SLICE = dict(seeds=[0], epochs=2, max_train=600, max_test=300, transfer_sources=['amazon'], transfer_max_source=300,
+             topic_n_labels=[32], topic_min_steps=20)
+
+@pytest.fixture(scope='module')
+def finance(tmp_path_factory):
+    if not (get_settings().data_dir/PHRASEBANK_DIR).is_dir():
+        pytest.fail(f'Financial PhraseBank not found under {get_settings().data_dir}: set XDT_DATA_DIR (CI: ../shared/data).')
+    return run_headless('12_finance', SLICE, tmp_path_factory.mktemp('finance'))
+
+def test_report_files(finance):
+    for name in ('12_finance.ipynb', 'run.json', 'results.md', 'metrics.json', 'errors.csv', 'confusion_50agree.png',
+                 'topics_few_shot.png', 'model/model.safetensors'):
+        assert (finance/name).exists(), name
+
+def test_fine_tuned_beats_floors(finance):
+    m = json.loads((finance/'metrics.json').read_text())
+    ft, maj = m['finetuned']['phrasebank-50'], m['majority']['phrasebank-50']
+    # 600 finance sentences: far above always-neutral (~0.6 accuracy, ~0.25 macro-F1)
+    assert ft['accuracy'] >= maj['accuracy'] + 0.15 and ft['macro_f1'] >= maj['macro_f1'] + 0.35, m
+    assert m['finetuned']['phrasebank-all']['accuracy'] >= ft['accuracy'], m   # unanimous sentences are easier
+    recs = read_records(finance/'records.jsonl')
+    lm = recs[(recs.method == 'lm_lexicon') & (recs.target == 'phrasebank-50')].macro_f1.iloc[0]
+    assert lm > maj['macro_f1'] + 0.1, lm
