@@ -6,11 +6,10 @@ Docs: https://xdt-nb.github.io/xdt_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #252b32a2
 from __future__ import annotations
-import configparser, os, random
-from dataclasses import dataclass, replace
+import configparser, os
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 # %% auto #0

@@ -6,8 +6,8 @@ Docs: https://xdt-nb.github.io/xdt_nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #6a1647f4
 from __future__ import annotations
-import fnmatch, hashlib, html, io, json, shutil, subprocess, sys, tarfile, tempfile, zipfile
-from dataclasses import dataclass, field
+import fnmatch, hashlib, html, io, shutil, subprocess, sys, tarfile, tempfile, zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

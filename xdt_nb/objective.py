@@ -7,6 +7,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/math.html.md"""
 # %% ../nbs/10_math.ipynb #01452b7f
 from __future__ import annotations
 import numpy as np
+import pandas as pd
 
 # %% auto #0
 __all__ = ['softmax', 'ce_loss', 'ce_grad', 'joint_loss', 'joint_grad', 'fit_joint_softmax', 'alpha_sweep', 'domain_separability']
@@ -55,9 +56,8 @@ def fit_joint_softmax(Xt, yt, Xs, ys, alpha:float, n_classes:int, lr:float=2.0, 
     return W, b, hist
 
 # %% ../nbs/10_math.ipynb #cbd35ebd
-def alpha_sweep(Xt, yt, Xs, ys, Xdev, ydev, alphas, n_classes:int, n_labels:int, seeds, **fit_kw) -> 'pd.DataFrame':
+def alpha_sweep(Xt, yt, Xs, ys, Xdev, ydev, alphas, n_classes:int, n_labels:int, seeds, **fit_kw) -> pd.DataFrame:
     "Target dev macro-F1 of the joint softmax regression for each alpha and each few-shot draw."
-    import pandas as pd
     from sklearn.metrics import f1_score
     rows = []
     for seed in seeds:

@@ -6,8 +6,8 @@ Docs: https://xdt-nb.github.io/xdt_nb/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #5629d056
 from __future__ import annotations
-import dataclasses, json, math, random, shutil, time
-from dataclasses import dataclass, field, asdict
+import math, random, shutil, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable
 

@@ -19,7 +19,7 @@ from .core import get_settings
 from .data import get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .model import load_classifier, load_tokenizer
-from .train import FitResult, TrainConfig, fit
+from .train import TrainConfig, fit
 
 # %% auto #0
 __all__ = ['METHODS', 'ALPHA_GRID', 'few_shot', 'TransferTask', 'Trained', 'register_method', 'target_only', 'source_only',
