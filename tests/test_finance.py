@@ -6,8 +6,9 @@ from xdt_nb.data import PHRASEBANK_DIR
 from xdt_nb.evaluate import read_records
 from conftest import run_headless
 
+# the ablations (each a full fine-tuning, one of them after minutes of masked-LM training) run tiny under nbdev-test
 SLICE = dict(seeds=[0], epochs=3, max_train=1000, max_test=300, transfer_sources=['amazon'], transfer_max_source=300,
-             topic_n_labels=[32], topic_min_steps=20)
+             topic_n_labels=[32], topic_min_steps=20, ablations=[])
 
 @pytest.fixture(scope='module')
 def finance(tmp_path_factory):
@@ -16,7 +17,7 @@ def finance(tmp_path_factory):
     return run_headless('12_finance', SLICE, tmp_path_factory.mktemp('finance'))
 
 def test_report_files(finance):
-    for name in ('12_finance.ipynb', 'run.json', 'results.md', 'metrics.json', 'errors.csv', 'confusion_50agree.png',
+    for name in ('12_finance.ipynb', 'run.json', 'results.md', 'metrics.json', 'errors.csv', 'confusion_50agree.png', 'ablations.md', 'ablations.png',
                  'topics_few_shot.png', 'model/model.safetensors'):
         assert (finance/name).exists(), name
 

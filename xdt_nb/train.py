@@ -24,7 +24,7 @@ from .model import TextDataset, make_loader
 
 # %% auto #0
 __all__ = ['TrainConfig', 'label_ids', 'class_weights', 'predict_logits', 'macro_f1', 'CheckpointError', 'save_checkpoint',
-           'load_checkpoint', 'FitResult', 'fit']
+           'load_checkpoint', 'FitResult', 'layer_depths', 'param_groups', 'freeze_untrained', 'fit']
 
 # %% ../nbs/03_train.ipynb #712f580b
 @dataclass
@@ -40,6 +40,8 @@ class TrainConfig:
     alpha_schedule: str = 'constant' # how alpha moves over training: constant, ganin (ramp up), linear_decay
     adversarial: float = 0.0    # peak weight of the domain-adversarial term (0: off), ramped in as Ganin et al.
     class_weights: bool = True  # weight classes by n / (K n_y)
+    layer_lr_decay: float = 1.0 # discriminative fine-tuning: each layer down from the head gets this times the lr above it (FinBERT: 0.85)
+    unfreeze_epochs: float = 0.0 # gradual unfreezing: train the head first, then one more layer from the top every this many epochs (FinBERT: 1/3; 0: off)
     patience: int = 2           # evaluations without a better dev macro-F1 before stopping
     min_steps: int = 0          # train at least this many steps (few-shot sets are tiny)
     eval_steps: int = 50        # evaluate at most about this often (in steps), at epoch ends
@@ -51,13 +53,15 @@ class TrainConfig:
         checks = dict(epochs=self.epochs >= 1, batch_size=self.batch_size >= 1, lr=self.lr > 0,
                       weight_decay=self.weight_decay >= 0, warmup=0 <= self.warmup < 1, max_grad_norm=self.max_grad_norm > 0,
                       alpha=self.alpha >= 0, alpha_schedule=self.alpha_schedule in SCHEDULES,
-                      adversarial=self.adversarial >= 0, patience=self.patience >= 1, min_steps=self.min_steps >= 0,
+                      adversarial=self.adversarial >= 0, layer_lr_decay=0 < self.layer_lr_decay <= 1,
+                      unfreeze_epochs=self.unfreeze_epochs >= 0, patience=self.patience >= 1, min_steps=self.min_steps >= 0,
                       eval_steps=self.eval_steps >= 1, max_length=8 <= self.max_length <= 512,
                       mixed_precision=self.mixed_precision in ('no', 'bf16', 'fp16'))
         bad = [k for k, ok in checks.items() if not ok]
         if bad: raise ValueError(f"Bad TrainConfig value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}. "
                                  "Ranges: epochs, batch_size, patience, eval_steps >= 1; lr, max_grad_norm > 0; "
-                                 "0 <= warmup < 1; alpha, weight_decay, min_steps >= 0; 8 <= max_length <= 512; "
+                                 "0 <= warmup < 1; alpha, weight_decay, min_steps, unfreeze_epochs >= 0; 0 < layer_lr_decay <= 1; "
+                                 "8 <= max_length <= 512; "
                                  f"mixed_precision in no/bf16/fp16; alpha_schedule in {SCHEDULES}.")
 
 # %% ../nbs/03_train.ipynb #84b9abff
@@ -174,13 +178,36 @@ def _cycle(loader, epoch:int):
         loader.set_epoch(epoch * 1000 + k)
         yield from loader
 
-def _param_groups(model, weight_decay):
-    "AdamW groups: no weight decay on biases and LayerNorm weights."
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+# %% ../nbs/03_train.ipynb #b8aec47d
+def layer_depths(model) -> dict[str, int]:
+    "Depth of each named parameter: 0 embeddings, 1..L transformer blocks, L+1 the rest (pooler, heads)."
+    import re
+    block = {n: int(m.group(1)) + 1 for n, _ in model.named_parameters() if (m := re.search(r'\.layer\.(\d+)\.', n))}
+    top = max(block.values(), default=0) + 1
+    return {n: block.get(n, 0 if 'embeddings' in n else top) for n, _ in model.named_parameters()}
 
-# %% ../nbs/03_train.ipynb #48cb443a
+# %% ../nbs/03_train.ipynb #6c3075f7
+def param_groups(model, cfg:TrainConfig, unfreeze_every:int=0, extra_top=()) -> list[dict]:
+    "AdamW groups by depth: lr * layer_lr_decay**(depth below the head), start step, weight decay on matrices only."
+    named = list(model.named_parameters()) + [(f'extra.{i}', p) for i, p in enumerate(extra_top)]
+    depths = layer_depths(model)
+    top = max(depths.values())
+    groups = {}
+    for n, p in named:
+        below = top - depths.get(n, top)
+        g = groups.setdefault((below, p.ndim >= 2), dict(params=[], lr=cfg.lr * cfg.layer_lr_decay ** below,
+                                                         weight_decay=cfg.weight_decay if p.ndim >= 2 else 0.0,
+                                                         start_step=below * unfreeze_every))
+        g['params'].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+def freeze_untrained(opt, step:int):
+    "Drop the gradients of groups whose `start_step` is still ahead (gradual unfreezing)."
+    for g in opt.param_groups:
+        if step < g.get('start_step', 0):
+            for p in g['params']: p.grad = None
+
+# %% ../nbs/03_train.ipynb #36a1c322
 def fit(model,                         # a sequence classifier (e.g. `load_classifier`)
         tokenizer,
         labels,                        # ordered label space
@@ -218,12 +245,12 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
     y_dev = label_ids(dev.label, labels)
     head = DomainClassifier(model.config.hidden_size) if adv else None
 
-    groups = _param_groups(model, cfg.weight_decay) + (_param_groups(head, cfg.weight_decay) if adv else [])
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    if adv: head = acc.prepare(head)
-    model, opt, dev_loader, *loaders = acc.prepare(model, opt, dev_loader, *loaders)
     # an epoch is a pass over the longest *labelled* stream; unlabelled text is cycled alongside
     steps_per_epoch = max(len(l) for l, p in zip(loaders, parts) if p.weight != 'none')
+    unfreeze_every = max(1, round(cfg.unfreeze_epochs * steps_per_epoch)) if cfg.unfreeze_epochs else 0
+    opt = torch.optim.AdamW(param_groups(model, cfg, unfreeze_every, head.parameters() if adv else ()), lr=cfg.lr)
+    if adv: head = acc.prepare(head)
+    model, opt, dev_loader, *loaders = acc.prepare(model, opt, dev_loader, *loaders)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     eval_every = max(1, cfg.eval_steps // steps_per_epoch)
     total = epochs * steps_per_epoch
@@ -265,7 +292,8 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
                 # through the prepared (possibly distributed) head, so its gradients are synchronised
                 loss = loss + F.binary_cross_entropy_with_logits(head(torch.cat(feats), lam), torch.cat(domains).float())
             acc.backward(loss)
-            acc.clip_grad_norm_([q for g in opt.param_groups for q in g['params']], cfg.max_grad_norm)
+            if unfreeze_every: freeze_untrained(opt, step)
+            acc.clip_grad_norm_([q for g in opt.param_groups for q in g['params'] if q.grad is not None], cfg.max_grad_norm)
             opt.step(); sched.step(); opt.zero_grad()
             run_loss += loss.item(); step += 1; bar.update(1)
         if (epoch + 1) % eval_every and epoch + 1 < epochs: continue
