@@ -20,7 +20,8 @@ from .core import show_progress, set_seed
 from .model import LengthBucketBatchSampler, load_tokenizer, resolve_model, _quiet_transformers
 
 # %% auto #0
-__all__ = ['PretrainConfig', 'token_windows', 'mlm_loss', 'PretrainResult', 'heldout_loss', 'further_pretrain']
+__all__ = ['PretrainConfig', 'token_windows', 'mlm_loss', 'masking_collator', 'PretrainResult', 'heldout_loss',
+           'further_pretrain']
 
 # %% ../nbs/03a_pretrain.ipynb #710b033e
 @dataclass
@@ -66,7 +67,17 @@ def mlm_loss(model, batch:dict, whole_model:bool=False) -> torch.Tensor:
     hidden = model.base_model(**batch).last_hidden_state[masked]
     return F.cross_entropy(head(hidden).float(), labels[masked])
 
-# %% ../nbs/03a_pretrain.ipynb #45f31fd8
+# %% ../nbs/03a_pretrain.ipynb #d49792f7
+def masking_collator(tokenizer, mlm_probability:float=0.15, seed:int=0):
+    "Pads windows and masks `mlm_probability` of their tokens (80% [MASK], 10% random, 10% kept) from its own seeded generator."
+    import os
+    from transformers import DataCollatorForLanguageModeling
+    class SeededCollator(DataCollatorForLanguageModeling):
+        def create_rng(self, return_tensors=None):
+            self.generator, self._generator_pid = self.get_generator(self.seed, return_tensors), os.getpid()
+    return SeededCollator(tokenizer, mlm_probability=mlm_probability, seed=seed)
+
+# %% ../nbs/03a_pretrain.ipynb #04c91168
 @dataclass
 class PretrainResult:
     "What continued pretraining did."
@@ -85,7 +96,7 @@ def heldout_loss(model, batches, whole_model:bool=False) -> float:
         total += mlm_loss(model, {key: v.to(device) for key, v in b.items()}, whole_model).item() * k; n += k
     return total / max(n, 1)
 
-# %% ../nbs/03a_pretrain.ipynb #7eb88f76
+# %% ../nbs/03a_pretrain.ipynb #b0250035
 def further_pretrain(texts,                      # unlabelled text of the target domain
                      out_dir:Path|str,           # where the new encoder is saved
                      model_name:str|None=None,   # encoder to start from (default: settings)
@@ -93,7 +104,7 @@ def further_pretrain(texts,                      # unlabelled text of the target
                      overwrite:bool=False) -> PretrainResult:
     "Continue masked-LM pretraining of an encoder on `texts`; save it (with its MLM head) to `out_dir`."
     from accelerate import Accelerator
-    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+    from transformers import AutoModelForMaskedLM, get_linear_schedule_with_warmup
     cfg, out_dir = cfg or PretrainConfig(), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it, or another out_dir.")
@@ -107,7 +118,7 @@ def further_pretrain(texts,                      # unlabelled text of the target
         raise ValueError(f"Only {len(windows)} windows of text: too few to hold out {n_hold} and train in batches of "
                          f"{cfg.batch_size}. Pass more text or a smaller batch_size.")
     hold, train = [{'input_ids': windows[i]} for i in order[:n_hold]], [{'input_ids': windows[i]} for i in order[n_hold:]]
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
+    collate = masking_collator(tokenizer, cfg.mlm_probability, cfg.seed)
     heldout = [collate(hold[i:i + 64]) for i in range(0, len(hold), 64)]   # masked once: the same test every time
 
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
