@@ -132,6 +132,7 @@ def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro
     ax.bar(summary[label_col].astype(str), summary[f'{metric}_mean'], yerr=summary[f'{metric}_std'].fillna(0), capsize=4)
     if baseline is not None: ax.axhline(baseline, ls='--', c='k', lw=1, label='majority class'); ax.legend()
     ax.set_ylabel(metric.replace('_', '-')); ax.set_ylim(0, 1); ax.set_title(title, fontsize=10)
+    if summary[label_col].astype(str).str.len().max() > 10: ax.tick_params(axis='x', labelrotation=25)  # long names would overlap
     return _finish(fig, path)
 
 # %% ../nbs/04_evaluate.ipynb #bf062ba7
