@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/transfer.html.md"""
 
 # %% ../nbs/05_transfer.ipynb #bdd597c4
 from __future__ import annotations
-import dataclasses, json, shutil
+import dataclasses, hashlib, json, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,8 +23,9 @@ from .train import TrainConfig, fit
 
 # %% auto #0
 __all__ = ['METHODS', 'ALPHA_GRID', 'few_shot', 'TransferTask', 'Trained', 'register_method', 'target_only', 'source_only',
-           'sequential', 'joint', 'joint_select', 'dann', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'target_test',
-           'ExperimentResult', 'run_experiment', 'save_model', 'load_model', 'predict', 'predict_file']
+           'sequential', 'joint', 'joint_select', 'dann', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors',
+           'shift_priors', 'fit_calibration', 'label_shift_em', 'target_test', 'ExperimentResult', 'run_experiment',
+           'save_model', 'load_model', 'predict', 'predict_file']
 
 # %% ../nbs/05_transfer.ipynb #18ef274b
 def few_shot(df:pd.DataFrame, n:int|None, seed:int=0) -> pd.DataFrame:
@@ -68,6 +69,9 @@ class Trained:
     tokenizer: object = None
     fits: list = field(default_factory=list)
     info: dict = field(default_factory=dict)  # method-specific facts for the record (e.g. the chosen alpha)
+    # for methods that adapt to each test domain's unlabelled text without training on it:
+    # texts -> (predict_proba for that domain, facts for its record)
+    for_target: Callable|None = None
 
 METHODS: dict[str, Callable] = {}
 
@@ -97,10 +101,26 @@ def target_only(t:TransferTask) -> Trained:
     "Fine-tune on the target labels alone (alpha = 0)."
     return _finetune(t, _target_stage(t))
 
+def _source_key(t:TransferTask) -> tuple:
+    "What determines a source-only model: encoder, labels, config, and the source rows (train and dev)."
+    rows = pd.concat([t.source_train[['text', 'label']], t.source_dev[['text', 'label']]], keys=['train', 'dev'])
+    digest = hashlib.sha1(pd.util.hash_pandas_object(rows).to_numpy().tobytes()).hexdigest()
+    return t.model_name, tuple(t.labels), json.dumps(dataclasses.asdict(t.cfg), sort_keys=True, default=str), digest
+
+_last_source_fit: dict = {}  # the latest source-only weights and fits, for methods built on the same model
+
 @register_method('source_only', needs_source=True)
 def source_only(t:TransferTask) -> Trained:
     "Fine-tune on the source alone (early stopping on source dev): zero target labels used."
-    return _finetune(t, _source_stage(t))
+    key = _source_key(t)
+    if key in _last_source_fit:  # same rows, config and encoder: training is seeded, so it is the same model
+        state, fits = _last_source_fit[key]
+        model, tok = t.new_model(); model.load_state_dict(state)
+        return Trained(lambda texts: predict_proba(model, tok, list(texts)), model, tok, fits)
+    trained = _finetune(t, _source_stage(t))
+    _last_source_fit.clear()  # one model kept: enough for methods run back to back on one source
+    _last_source_fit[key] = ({k: v.detach().clone() for k, v in trained.model.state_dict().items()}, trained.fits)
+    return trained
 
 @register_method('sequential', needs_source=True, needs_target=True)
 def sequential(t:TransferTask) -> Trained:
@@ -182,7 +202,65 @@ def linear_probe(t:TransferTask) -> Trained:
         return p
     return Trained(proba)
 
-# %% ../nbs/05_transfer.ipynb #9e6456a8
+# %% ../nbs/05_transfer.ipynb #32129042
+def em_priors(proba:np.ndarray,          # calibrated source-model probabilities on unlabelled target texts, (n, k)
+              source_priors:np.ndarray,  # class frequencies the probabilities were calibrated to, (k,)
+              max_iter:int=1000, tol:float=1e-8) -> np.ndarray:
+    "Target class priors by EM on unlabelled probabilities (Saerens et al. 2002)."
+    source_priors = np.asarray(source_priors, float)
+    if (source_priors <= 0).any(): raise ValueError(f"source_priors must be positive (smooth the counts), got {source_priors}.")
+    priors = source_priors
+    for _ in range(max_iter):
+        new = shift_priors(proba, source_priors, priors).mean(0)
+        if np.abs(new - priors).max() < tol: break
+        priors = new
+    return new
+
+def shift_priors(proba:np.ndarray, source_priors:np.ndarray, target_priors:np.ndarray) -> np.ndarray:
+    "Re-weight posteriors from the source's class priors to the target's, row-normalised."
+    q = proba * (np.asarray(target_priors) / np.asarray(source_priors))
+    return q / q.sum(1, keepdims=True)
+
+# %% ../nbs/05_transfer.ipynb #d0d42bcb
+def fit_calibration(proba:np.ndarray, y:np.ndarray, max_iter:int=200) -> Callable:
+    "Bias-corrected temperature scaling fitted on held-out (proba, y): returns the map proba -> calibrated proba."
+    import torch
+    log_p = torch.tensor(np.log(np.clip(proba, 1e-12, 1)), dtype=torch.float64)
+    target = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(proba.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t, bias], max_iter=max_iter, line_search_fn='strong_wolfe')
+    def nll():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(log_p / log_t.exp() + bias, target)
+        loss.backward(); return loss
+    opt.step(nll)
+    temperature, b = float(log_t.detach().exp()), bias.detach().numpy()
+    def calibrated(p):
+        z = np.log(np.clip(p, 1e-12, 1)) / temperature + b
+        e = np.exp(z - z.max(1, keepdims=True)); return e / e.sum(1, keepdims=True)
+    calibrated.temperature, calibrated.bias = temperature, b
+    return calibrated
+
+# %% ../nbs/05_transfer.ipynb #3c8c817e
+@register_method('label_shift_em', needs_source=True)
+def label_shift_em(t:TransferTask) -> Trained:
+    "Source-only fine-tuning, calibrated on source dev, re-weighted to each target's EM-estimated class priors."
+    trained = source_only(t)
+    ids = {l: i for i, l in enumerate(t.labels)}
+    y = t.source_dev.label.map(ids).to_numpy()
+    calibrated = fit_calibration(trained.predict_proba(t.source_dev.text.tolist()), y)
+    source_priors = (np.bincount(y, minlength=len(t.labels)) + 1) / (len(y) + len(t.labels))  # +1: no zero prior
+    proba = lambda texts: calibrated(trained.predict_proba(texts))
+    def for_target(unlabelled_texts):
+        priors = em_priors(proba(unlabelled_texts), source_priors)
+        return (lambda texts: shift_priors(proba(texts), source_priors, priors),
+                dict(estimated_priors=dict(zip(t.labels, priors.round(4).tolist()))))
+    return dataclasses.replace(trained, for_target=for_target,
+                               info=dict(temperature=round(calibrated.temperature, 4),
+                                         source_priors=dict(zip(t.labels, source_priors.round(4).tolist()))))
+
+# %% ../nbs/05_transfer.ipynb #35c97891
 def _cap(df, n, seed):
     return df if n is None or len(df) <= n else df.sample(n, random_state=seed).reset_index(drop=True)
 
@@ -198,7 +276,7 @@ def _check_method(method, source, n_target_labels):
     if fn.needs_target and n_target_labels == 0: raise ValueError(f"Method {method!r} needs target labels; n_target_labels=0 leaves none (use 'source_only').")
     return fn
 
-# %% ../nbs/05_transfer.ipynb #989ce53a
+# %% ../nbs/05_transfer.ipynb #123398a4
 @dataclass
 class ExperimentResult:
     record: dict
@@ -228,7 +306,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                   ) -> ExperimentResult:
     "Train `method` for `source -> target`, evaluate on the target's test split, save and record it."
     fn = _check_method(method, source, n_target_labels)
-    learns_target = (fn.needs_target or fn.uses_target_text) and n_target_labels != 0
+    learns_target = fn.uses_target_text or (fn.needs_target and n_target_labels != 0)
     others = [o for o in also_test_on if get_domain(o).subset_of != target]  # a subset shares the target's splits
     if others and learns_target:
         raise ValueError(f"Method {method!r} learns from its target, so its model cannot stand for other targets "
@@ -245,20 +323,24 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                         _cap(split(src, 'train'), max_source, seed) if src is not None else None,
                         split(src, 'dev') if src is not None else None, cfg, model_name,
                         Path(out_dir) if out_dir else None, unlabelled=target_train.drop(columns='label'), resume=resume)
+    started = time.perf_counter()
     trained = fn(task)
-    fits = trained.fits
+    # methods that fine-tune report their training time; the others (probe, lexicon) are timed whole
+    fits, build_seconds = trained.fits, time.perf_counter() - started
     base = dict(notebook=notebook, task=dom.task, source=source or target, method=method, seed=seed,
                 n_target_labels=len(task.target_train), model=model_name or get_settings().model,
-                train_seconds=round(sum(f.train_seconds for f in fits), 1),
+                train_seconds=round(sum(f.train_seconds for f in fits) if fits else build_seconds, 1),
                 n_source=len(task.source_train) if src is not None else 0,
                 epochs=[f.history[-1]['epoch'] + 1 if f.history else 0 for f in fits],
                 command=command or 'interactive (no command line)', config=dataclasses.asdict(cfg)) | trained.info | (extra or {})
     results, is_main = [], PartialState().is_main_process  # under `accelerate launch`, one process writes
     for name in [target, *also_test_on]:
         test = target_test(name, max_test)
-        proba = trained.predict_proba(test.text.tolist())
+        predict, adapted = trained.predict_proba, {}
+        if trained.for_target: predict, adapted = trained.for_target(load_domain(name, 'train').text.tolist())
+        proba = predict(test.text.tolist())
         metrics = classification_metrics(test.label, [task.labels[i] for i in proba.argmax(-1)], task.labels)
-        record = base | dict(dataset=name, target=name, accuracy=metrics['accuracy'], macro_f1=metrics['macro_f1'],
+        record = base | adapted | dict(dataset=name, target=name, accuracy=metrics['accuracy'], macro_f1=metrics['macro_f1'],
                              weighted_f1=metrics['weighted_f1'], n_test=len(test))
         if out_dir and is_main:
             d = Path(out_dir) if name == target else Path(out_dir)/f'test_{name}'
@@ -271,7 +353,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
         for ck in Path(out_dir).glob('**/checkpoint'): shutil.rmtree(ck, ignore_errors=True)
     return ExperimentResult(results[0][0], results[0][1], trained.model, trained.tokenizer, fits, [r for r, _ in results[1:]])
 
-# %% ../nbs/05_transfer.ipynb #7949343a
+# %% ../nbs/05_transfer.ipynb #95d4a207
 def save_model(model, tokenizer, path:Path|str, record:dict|None=None) -> Path:
     "Save weights (safetensors), config with label map, tokenizer, and the run's record."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -295,7 +377,7 @@ def load_model(path:Path|str):
                          "corrupt or incomplete. Fix: save the model again.") from None
     return model.eval(), tok, [model.config.id2label[i] for i in range(model.config.num_labels)]
 
-# %% ../nbs/05_transfer.ipynb #35c97891
+# %% ../nbs/05_transfer.ipynb #328cf617
 def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
     "Predicted label and per-class probabilities for `texts` with the model saved in `model_dir`."
     texts = list(texts)
