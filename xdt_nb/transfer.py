@@ -91,6 +91,9 @@ def _finetune(t:TransferTask, *stages) -> Trained:
            [t.out_dir/f'stage{i}' for i in range(len(stages))]
     fits = [fit(model, tok, t.labels, **({'train': None, 'source': None, 'cfg': t.cfg, 'out_dir': d, 'resume': t.resume} | st))
             for st, d in zip(stages, dirs)]
+    return _classifier(model, tok, fits)
+
+def _classifier(model, tok, fits) -> Trained:
     return Trained(lambda texts: predict_proba(model, tok, list(texts)), model, tok, fits)
 
 def _target_stage(t): return dict(train=t.target_train, dev=t.target_dev, cfg=dataclasses.replace(t.cfg, alpha=0.0))
@@ -116,7 +119,7 @@ def source_only(t:TransferTask) -> Trained:
     if key in _last_source_fit:  # same rows, config and encoder: training is seeded, so it is the same model
         state, fits = _last_source_fit[key]
         model, tok = t.new_model(); model.load_state_dict(state)
-        return Trained(lambda texts: predict_proba(model, tok, list(texts)), model, tok, fits)
+        return _classifier(model, tok, fits)
     trained = _finetune(t, _source_stage(t))
     _last_source_fit.clear()  # one model kept: enough for methods run back to back on one source
     _last_source_fit[key] = ({k: v.detach().clone() for k, v in trained.model.state_dict().items()}, trained.fits)
