@@ -83,15 +83,14 @@ def register_method(name:str, needs_source:bool=False, needs_target:bool=False, 
     return deco
 
 # %% ../nbs/05_transfer.ipynb #aa5125a2
-def _finetune(t:TransferTask, *stages) -> Trained:
-    "Fine-tune a fresh model through `stages` (kwargs for `fit`, run in order)."
+def _fit_stage(t:TransferTask, model, tok, stage:dict, out_dir:Path|None):
+    "One `fit` of `model` with the task's config and resume flag, overridden by `stage`."
+    return fit(model, tok, t.labels, **({'train': None, 'source': None, 'cfg': t.cfg, 'out_dir': out_dir, 'resume': t.resume} | stage))
+
+def _finetune(t:TransferTask, stage:dict) -> Trained:
+    "Fine-tune a fresh model through one `fit` stage."
     model, tok = t.new_model()
-    # each stage checkpoints in its own folder, so an interrupted second stage resumes as itself
-    dirs = [None] * len(stages) if t.out_dir is None else [t.out_dir] if len(stages) == 1 else \
-           [t.out_dir/f'stage{i}' for i in range(len(stages))]
-    fits = [fit(model, tok, t.labels, **({'train': None, 'source': None, 'cfg': t.cfg, 'out_dir': d, 'resume': t.resume} | st))
-            for st, d in zip(stages, dirs)]
-    return _classifier(model, tok, fits)
+    return _classifier(model, tok, [_fit_stage(t, model, tok, stage, t.out_dir)])
 
 def _classifier(model, tok, fits) -> Trained:
     return Trained(lambda texts: predict_proba(model, tok, list(texts)), model, tok, fits)
@@ -127,8 +126,12 @@ def source_only(t:TransferTask) -> Trained:
 
 @register_method('sequential', needs_source=True, needs_target=True)
 def sequential(t:TransferTask) -> Trained:
-    "Fine-tune on the source, then on the target starting from there."
-    return _finetune(t, _source_stage(t), _target_stage(t))
+    "Fine-tune on the source (the `source_only` model, reused if it was just built), then on the target from there."
+    # each stage checkpoints in its own folder, so an interrupted second stage resumes as itself
+    stage_dir = lambda i: t.out_dir/f'stage{i}' if t.out_dir else None
+    first = source_only(dataclasses.replace(t, out_dir=stage_dir(0)))
+    second = _fit_stage(t, first.model, first.tokenizer, _target_stage(t), stage_dir(1))
+    return _classifier(first.model, first.tokenizer, [*first.fits, second])
 
 @register_method('joint', needs_source=True, needs_target=True)
 def joint(t:TransferTask) -> Trained:
