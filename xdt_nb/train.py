@@ -153,7 +153,7 @@ class FitResult:
     "What a training run did."
     history: list          # one dict per evaluation: epoch, step, train_loss, dev_macro_f1, dev_accuracy
     best_dev_macro_f1: float
-    best_epoch: int
+    best_epoch: int        # -1: the starting weights (`keep_start`) were never beaten
     steps: int
     train_seconds: float
     stopped_early: bool
@@ -219,6 +219,7 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
         resume:bool=False,             # continue from `out_dir/checkpoint` if it is there
         on_eval:Callable|None=None,    # called with the history after each evaluation
         unlabelled:pd.DataFrame|None=None, # unlabelled target text for the adversarial term
+        keep_start:bool=False,         # score the given weights on dev first: a stage that never beats them returns them
        ) -> FitResult:
     "Minimise L_t + alpha * L_s (+ adversarial domain loss) with AdamW on Accelerate; keep the best dev macro-F1 weights."
     from accelerate import Accelerator
@@ -257,9 +258,12 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
     weights = [w.to(acc.device) for w in weights]
 
-    fingerprint = dict(labels=labels, config=asdict(cfg), n_train=len(train) if has_t else 0,
+    fingerprint = dict(labels=labels, config=asdict(cfg), keep_start=keep_start, n_train=len(train) if has_t else 0,
                        n_source=len(source) if has_s else 0, n_unlabelled=len(unlabelled) if adv else 0, model=str(acc.unwrap_model(model).config._name_or_path))
     ckpt = Path(out_dir)/'checkpoint' if out_dir else None
+    def score_dev():
+        pred = predict_logits(model, dev_loader, acc).argmax(-1)
+        return macro_f1(y_dev, pred, K), float((pred == y_dev).mean())
     history, best_f1, best_epoch, bad, start_epoch = [], -1.0, -1, 0, 0
     best = _tensors(acc.unwrap_model(model))
     if resume and ckpt is not None and ckpt.exists():
@@ -269,6 +273,9 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
         if adv: acc.unwrap_model(head).load_state_dict(st['domain_head'])
         history, best_f1, best_epoch, bad, start_epoch = st['history'], st['best_f1'], st['best_epoch'], st['bad'], st['epoch'] + 1
         _set_rng_state(st['rng'])
+    elif keep_start:  # the given weights are the first candidate (epoch -1): training has to beat them
+        best_f1, start_accuracy = score_dev()
+        history.append(dict(epoch=-1, step=0, train_loss=None, dev_macro_f1=best_f1, dev_accuracy=start_accuracy))
 
     t0, step, stopped = time.time(), start_epoch * steps_per_epoch, False
     bar = tqdm(total=total, initial=step, desc='train', disable=not (show_progress() and acc.is_main_process))
@@ -297,10 +304,8 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
             opt.step(); sched.step(); opt.zero_grad()
             run_loss += loss.item(); step += 1; bar.update(1)
         if (epoch + 1) % eval_every and epoch + 1 < epochs: continue
-        pred = predict_logits(model, dev_loader, acc).argmax(-1)
-        f1 = macro_f1(y_dev, pred, K)
-        history.append(dict(epoch=epoch, step=step, train_loss=run_loss / steps_per_epoch,
-                            dev_macro_f1=f1, dev_accuracy=float((pred == y_dev).mean())))
+        f1, accuracy = score_dev()
+        history.append(dict(epoch=epoch, step=step, train_loss=run_loss / steps_per_epoch, dev_macro_f1=f1, dev_accuracy=accuracy))
         bar.set_postfix(dev_f1=f'{f1:.3f}')
         if f1 > best_f1: best_f1, best_epoch, bad, best = f1, epoch, 0, _tensors(acc.unwrap_model(model))
         else: bad += 1

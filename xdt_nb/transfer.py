@@ -130,7 +130,8 @@ def sequential(t:TransferTask) -> Trained:
     # each stage checkpoints in its own folder, so an interrupted second stage resumes as itself
     stage_dir = lambda i: t.out_dir/f'stage{i}' if t.out_dir else None
     first = source_only(dataclasses.replace(t, out_dir=stage_dir(0)))
-    second = _fit_stage(t, first.model, first.tokenizer, _target_stage(t), stage_dir(1))
+    # keep_start: when the target labels only hurt, the source model itself is the answer
+    second = _fit_stage(t, first.model, first.tokenizer, _target_stage(t) | dict(keep_start=True), stage_dir(1))
     return _classifier(first.model, first.tokenizer, [*first.fits, second])
 
 @register_method('joint', needs_source=True, needs_target=True)
