@@ -22,9 +22,10 @@ from .model import load_classifier, load_tokenizer
 from .train import TrainConfig, fit
 
 # %% auto #0
-__all__ = ['METHODS', 'ALPHA_GRID', 'few_shot', 'TransferTask', 'Trained', 'register_method', 'target_only', 'source_only',
-           'sequential', 'joint', 'joint_select', 'dann', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors',
-           'shift_priors', 'fit_calibration', 'label_shift_em', 'target_test', 'ExperimentResult', 'run_experiment',
+__all__ = ['METHODS', 'ALPHA_GRID', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'few_shot', 'TransferTask', 'Trained',
+           'register_method', 'target_only', 'source_only', 'sequential', 'joint', 'joint_select', 'dann',
+           'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors', 'shift_priors', 'fit_calibration',
+           'label_shift_em', 'confident_rows', 'self_train', 'target_test', 'ExperimentResult', 'run_experiment',
            'save_model', 'load_model', 'predict', 'predict_file']
 
 # %% ../nbs/05_transfer.ipynb #18ef274b
@@ -124,14 +125,16 @@ def source_only(t:TransferTask) -> Trained:
     _last_source_fit[key] = ({k: v.detach().clone() for k, v in trained.model.state_dict().items()}, trained.fits)
     return trained
 
+def _stage_dir(t:TransferTask, i:int) -> Path|None:
+    "Checkpoint folder of stage `i`: each stage of a two-stage method resumes as itself."
+    return t.out_dir/f'stage{i}' if t.out_dir else None
+
 @register_method('sequential', needs_source=True, needs_target=True)
 def sequential(t:TransferTask) -> Trained:
     "Fine-tune on the source (the `source_only` model, reused if it was just built), then on the target from there."
-    # each stage checkpoints in its own folder, so an interrupted second stage resumes as itself
-    stage_dir = lambda i: t.out_dir/f'stage{i}' if t.out_dir else None
-    first = source_only(dataclasses.replace(t, out_dir=stage_dir(0)))
+    first = source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
     # keep_start: when the target labels only hurt, the source model itself is the answer
-    second = _fit_stage(t, first.model, first.tokenizer, _target_stage(t) | dict(keep_start=True), stage_dir(1))
+    second = _fit_stage(t, first.model, first.tokenizer, _target_stage(t) | dict(keep_start=True), _stage_dir(t, 1))
     return _classifier(first.model, first.tokenizer, [*first.fits, second])
 
 @register_method('joint', needs_source=True, needs_target=True)
@@ -267,10 +270,41 @@ def label_shift_em(t:TransferTask) -> Trained:
                                info=dict(temperature=round(calibrated.temperature, 4),
                                          source_priors=dict(zip(t.labels, source_priors.round(4).tolist()))))
 
-# %% ../nbs/05_transfer.ipynb #35c97891
+# %% ../nbs/05_transfer.ipynb #7949343a
+def confident_rows(proba:np.ndarray,  # (n, k) class probabilities
+                   share:float,       # fraction of each predicted class to keep, in (0, 1]
+                  ) -> np.ndarray:
+    "Row indices of the most confident `share` of each predicted class (rounded up), most confident first within a class."
+    if not 0 < share <= 1: raise ValueError(f"share must be in (0, 1], got {share}.")
+    pred, conf = proba.argmax(1), proba.max(1)
+    keep = [rows[np.argsort(-conf[rows], kind='stable')][:int(np.ceil(share * len(rows)))]
+            for c in range(proba.shape[1]) if len(rows := np.flatnonzero(pred == c))]
+    return np.concatenate(keep) if keep else np.array([], dtype=int)
+
+# %% ../nbs/05_transfer.ipynb #123398a4
 def _cap(df, n, seed):
+    "At most `n` rows of `df`, a seeded sample (None: all)."
     return df if n is None or len(df) <= n else df.sample(n, random_state=seed).reset_index(drop=True)
 
+SELF_TRAIN_POOL, SELF_TRAIN_SHARE = 3000, 0.5  # unlabelled target texts read; share of each predicted class kept
+
+@register_method('self_train', needs_source=True, uses_target_text=True)
+def self_train(t:TransferTask) -> Trained:
+    "The `source_only` model, trained on from there on its most confident predictions for unlabelled target text (and the target labels, if any)."
+    first = source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
+    has_t = len(t.target_train) > 0
+    pool = _cap(t.unlabelled[~t.unlabelled.text.isin(t.target_train.text)], SELF_TRAIN_POOL, t.cfg.seed)
+    proba = first.predict_proba(pool.text.tolist())
+    rows = confident_rows(proba, SELF_TRAIN_SHARE)
+    pseudo = pool.iloc[rows].assign(label=[t.labels[i] for i in proba[rows].argmax(1)])
+    train = pd.concat([t.target_train[['text', 'label']], pseudo[['text', 'label']]], ignore_index=True)
+    second = _fit_stage(t, first.model, first.tokenizer, dict(train=train, dev=t.target_dev if has_t else t.source_dev,
+                                                               keep_start=has_t), _stage_dir(t, 1))
+    counts = pseudo.label.value_counts()
+    return dataclasses.replace(_classifier(first.model, first.tokenizer, [*first.fits, second]),
+                               info=dict(pseudo_labels={l: int(counts.get(l, 0)) for l in t.labels}))
+
+# %% ../nbs/05_transfer.ipynb #375c36da
 def target_test(name:str, max_test:int|None=None) -> pd.DataFrame:
     "The test rows of domain `name` that experiments score: all, or a fixed sample of `max_test` (same for every seed)."
     d = load_domain(name, 'test')
@@ -283,7 +317,7 @@ def _check_method(method, source, n_target_labels):
     if fn.needs_target and n_target_labels == 0: raise ValueError(f"Method {method!r} needs target labels; n_target_labels=0 leaves none (use 'source_only').")
     return fn
 
-# %% ../nbs/05_transfer.ipynb #123398a4
+# %% ../nbs/05_transfer.ipynb #87cc0df5
 @dataclass
 class ExperimentResult:
     record: dict
@@ -360,7 +394,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
         for ck in Path(out_dir).glob('**/checkpoint'): shutil.rmtree(ck, ignore_errors=True)
     return ExperimentResult(results[0][0], results[0][1], trained.model, trained.tokenizer, fits, [r for r, _ in results[1:]])
 
-# %% ../nbs/05_transfer.ipynb #95d4a207
+# %% ../nbs/05_transfer.ipynb #9f637ee9
 def save_model(model, tokenizer, path:Path|str, record:dict|None=None) -> Path:
     "Save weights (safetensors), config with label map, tokenizer, and the run's record."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -384,7 +418,7 @@ def load_model(path:Path|str):
                          "corrupt or incomplete. Fix: save the model again.") from None
     return model.eval(), tok, [model.config.id2label[i] for i in range(model.config.num_labels)]
 
-# %% ../nbs/05_transfer.ipynb #328cf617
+# %% ../nbs/05_transfer.ipynb #2a16c016
 def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
     "Predicted label and per-class probabilities for `texts` with the model saved in `model_dir`."
     texts = list(texts)
