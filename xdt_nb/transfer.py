@@ -344,6 +344,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                    keep_checkpoint:bool=False,   # keep out_dir/checkpoint after a finished run (~4x model size)
                    also_test_on=(),              # more targets to test the same model on (methods that use no target data)
                    resume:bool=False,            # continue an interrupted run from out_dir's checkpoints
+                   max_unlabelled:int|None=None, # cap on the target's unlabelled text (dann, self_train; None: its train split)
                   ) -> ExperimentResult:
     "Train `method` for `source -> target`, evaluate on the target's test split, save and record it."
     fn = _check_method(method, source, n_target_labels)
@@ -363,7 +364,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     task = TransferTask(list(dom.labels), few_shot(target_train, n_target_labels, seed), split(tgt, 'dev'),
                         _cap(split(src, 'train'), max_source, seed) if src is not None else None,
                         split(src, 'dev') if src is not None else None, cfg, model_name,
-                        Path(out_dir) if out_dir else None, unlabelled=target_train.drop(columns='label'), resume=resume)
+                        Path(out_dir) if out_dir else None, unlabelled=_cap(target_train, max_unlabelled, seed).drop(columns='label'), resume=resume)
     started = time.perf_counter()
     trained = fn(task)
     # methods that fine-tune report their training time; the others (probe, lexicon) are timed whole
