@@ -290,18 +290,18 @@ SELF_TRAIN_POOL, SELF_TRAIN_SHARE = 3000, 0.5  # unlabelled target texts read; s
 
 @register_method('self_train', needs_source=True, uses_target_text=True)
 def self_train(t:TransferTask) -> Trained:
-    "The `source_only` model, trained on from there on its most confident predictions for unlabelled target text (and the target labels, if any)."
-    first = source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
+    "A teacher (`source_only`, or `sequential` given target labels) trained on from there on its most confident predictions for unlabelled target text (and the target labels, if any)."
     has_t = len(t.target_train) > 0
+    teacher = sequential(t) if has_t else source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
     pool = _cap(t.unlabelled[~t.unlabelled.text.isin(t.target_train.text)], SELF_TRAIN_POOL, t.cfg.seed)
-    proba = first.predict_proba(pool.text.tolist())
+    proba = teacher.predict_proba(pool.text.tolist())
     rows = confident_rows(proba, SELF_TRAIN_SHARE)
     pseudo = pool.iloc[rows].assign(label=[t.labels[i] for i in proba[rows].argmax(1)])
     train = pd.concat([t.target_train[['text', 'label']], pseudo[['text', 'label']]], ignore_index=True)
-    second = _fit_stage(t, first.model, first.tokenizer, dict(train=train, dev=t.target_dev if has_t else t.source_dev,
-                                                               keep_start=has_t), _stage_dir(t, 1))
+    student = _fit_stage(t, teacher.model, teacher.tokenizer, dict(train=train, dev=t.target_dev if has_t else t.source_dev,
+                                                                   keep_start=has_t), _stage_dir(t, len(teacher.fits)))
     counts = pseudo.label.value_counts()
-    return dataclasses.replace(_classifier(first.model, first.tokenizer, [*first.fits, second]),
+    return dataclasses.replace(_classifier(teacher.model, teacher.tokenizer, [*teacher.fits, student]),
                                info=dict(pseudo_labels={l: int(counts.get(l, 0)) for l in t.labels}))
 
 # %% ../nbs/05_transfer.ipynb #375c36da
@@ -374,6 +374,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                 train_seconds=round(sum(f.train_seconds for f in fits) if fits else build_seconds, 1),
                 n_source=len(task.source_train) if src is not None else 0,
                 epochs=[f.history[-1]['epoch'] + 1 if f.history else 0 for f in fits],
+                best_epochs=[f.best_epoch for f in fits],  # -1: a stage kept its starting weights (`keep_start`)
                 command=command or 'interactive (no command line)', config=dataclasses.asdict(cfg)) | trained.info | (extra or {})
     results, is_main = [], PartialState().is_main_process  # under `accelerate launch`, one process writes
     for name in [target, *also_test_on]:
