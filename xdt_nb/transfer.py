@@ -290,7 +290,7 @@ SELF_TRAIN_POOL, SELF_TRAIN_SHARE = 3000, 0.5  # unlabelled target texts read; s
 
 @register_method('self_train', needs_source=True, uses_target_text=True)
 def self_train(t:TransferTask) -> Trained:
-    "A teacher (`source_only`, or `sequential` given target labels) trained on from there on its most confident predictions for unlabelled target text (and the target labels, if any)."
+    "Train on from a teacher (`source_only`, or `sequential` given target labels) on its most confident labels of unlabelled target text, plus the target labels if any."
     has_t = len(t.target_train) > 0
     teacher = sequential(t) if has_t else source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
     pool = _cap(t.unlabelled[~t.unlabelled.text.isin(t.target_train.text)], SELF_TRAIN_POOL, t.cfg.seed)
