@@ -5,7 +5,7 @@ from xdt_nb.evaluate import RECORD_FIELDS, read_records, transfer_matrix
 from conftest import run_headless
 
 # one few-shot pair, amazon -> tweets: the zero-shot part trains amazon's source-only model last, so `sequential` reuses it
-SLICE = dict(domains=['tweets', 'amazon'], extra_targets=[], zero_shot_methods=['vader_lexicon', 'linear_probe', 'source_only'],
+SLICE = dict(domains=['tweets', 'amazon'], extra_targets=[], zero_shot_methods=['vader_lexicon', 'linear_probe', 'source_only', 'lexicon_ensemble'],
              few_shot_methods=['target_only', 'sequential'], few_shot_pairs=[['amazon', 'tweets']], n_labels=[64], seeds=[0],
              max_train=400, max_test=300, epochs=2, min_steps=60)
 
@@ -21,9 +21,13 @@ def test_report_files(study):
 def test_records(study):
     recs = read_records(study/'records.jsonl')
     assert set(RECORD_FIELDS) <= set(recs.columns)
-    # lexicon: 2 targets; probe and source_only: 2 sources x 2 targets; target_only and sequential: the one pair
+    # lexicon: 2 targets; probe, source_only and the ensemble: 2 sources x 2 targets; target_only and sequential: the one pair
     assert recs.groupby('method').size().to_dict() == {'vader_lexicon': 2, 'linear_probe': 4, 'source_only': 4,
-                                                       'target_only': 1, 'sequential': 1}
+                                                       'lexicon_ensemble': 4, 'target_only': 1, 'sequential': 1}
+    # the ensemble's model is source_only's (reused, not trained again: same training time), calibrated on source dev
+    ens = recs[recs.method == 'lexicon_ensemble'].set_index(['source', 'target'])
+    so = recs[recs.method == 'source_only'].set_index(['source', 'target'])
+    assert (ens.temperature > 0).all() and (ens.train_seconds == so.train_seconds.reindex(ens.index)).all(), ens
     seq = recs[recs.method == 'sequential'].iloc[0]
     assert seq.n_target_labels == 64 and len(seq.epochs) == 2, seq   # two stages: source, then target
 

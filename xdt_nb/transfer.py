@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/transfer.html.md"""
 
 # %% ../nbs/05_transfer.ipynb #bdd597c4
 from __future__ import annotations
-import dataclasses, hashlib, json, shutil, time
+import dataclasses, functools, hashlib, json, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,11 +22,11 @@ from .model import load_classifier, load_tokenizer
 from .train import TrainConfig, fit
 
 # %% auto #0
-__all__ = ['METHODS', 'ALPHA_GRID', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'few_shot', 'TransferTask', 'Trained',
+__all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'few_shot', 'TransferTask', 'Trained',
            'register_method', 'target_only', 'source_only', 'sequential', 'joint', 'joint_select', 'dann',
-           'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors', 'shift_priors', 'fit_calibration',
-           'label_shift_em', 'confident_rows', 'self_train', 'target_test', 'ExperimentResult', 'run_experiment',
-           'save_model', 'load_model', 'predict', 'predict_file']
+           'vader_scores', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors', 'shift_priors',
+           'fit_calibration', 'label_shift_em', 'confident_rows', 'self_train', 'lexicon_ensemble', 'target_test',
+           'ExperimentResult', 'run_experiment', 'save_model', 'load_model', 'predict', 'predict_file']
 
 # %% ../nbs/05_transfer.ipynb #18ef274b
 def few_shot(df:pd.DataFrame, n:int|None, seed:int=0) -> pd.DataFrame:
@@ -165,15 +165,29 @@ def dann(t:TransferTask) -> Trained:
 # %% ../nbs/05_transfer.ipynb #107bf41c
 def _one_hot(idx, k): return np.eye(k)[np.asarray(idx)]
 
+def _require_sentiment(t:TransferTask, method:str):
+    "Lexicons score sentiment: refuse any other label space."
+    if list(t.labels) != ['negative', 'neutral', 'positive']:
+        raise ValueError(f"{method} predicts negative/neutral/positive; this task's labels are {t.labels}. "
+                         "Use it on a sentiment domain, or pick a method that learns the labels (e.g. 'source_only').")
+
+VADER_SCORES = ('neg', 'neu', 'pos', 'compound')
+
+@functools.cache
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    return SentimentIntensityAnalyzer()
+
+def vader_scores(texts) -> np.ndarray:
+    "VADER's negative, neutral and positive shares and its compound score for each text, shape (n, 4)."
+    return np.array([[s[k] for k in VADER_SCORES] for s in map(_vader().polarity_scores, texts)]).reshape(-1, len(VADER_SCORES))
+
 @register_method('vader_lexicon')
 def vader_lexicon(t:TransferTask) -> Trained:
     "The VADER lexicon's compound score: >= 0.05 positive, <= -0.05 negative, else neutral."
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-    if list(t.labels) != ['negative', 'neutral', 'positive']:
-        raise ValueError(f"vader_lexicon predicts negative/neutral/positive; this task's labels are {t.labels}.")
-    sia = SentimentIntensityAnalyzer()
+    _require_sentiment(t, 'vader_lexicon')
     def proba(texts):
-        c = np.array([sia.polarity_scores(x)['compound'] for x in texts])
+        c = vader_scores(texts)[:, VADER_SCORES.index('compound')]
         return _one_hot(np.where(c >= 0.05, 2, np.where(c <= -0.05, 0, 1)), 3)
     return Trained(proba)
 
@@ -188,8 +202,7 @@ def _lm_word_lists() -> tuple[set, set]:
 def lm_lexicon(t:TransferTask) -> Trained:
     "Loughran-McDonald finance lexicon: sign of (positive - negative word count)."
     import re
-    if list(t.labels) != ['negative', 'neutral', 'positive']:
-        raise ValueError(f"lm_lexicon predicts negative/neutral/positive; this task's labels are {t.labels}.")
+    _require_sentiment(t, 'lm_lexicon')
     pos, neg = _lm_word_lists()
     def proba(texts):
         words = [re.findall(r"[A-Za-z]+", x.upper()) for x in texts]
@@ -198,6 +211,11 @@ def lm_lexicon(t:TransferTask) -> Trained:
     return Trained(proba)
 
 # %% ../nbs/05_transfer.ipynb #1cf13120
+def _class_proba(clf, X, k:int) -> np.ndarray:
+    "A scikit-learn classifier's probabilities over all `k` classes (zero for classes it never saw in training)."
+    p = np.zeros((len(X), k))
+    p[:, clf.classes_] = clf.predict_proba(X); return p
+
 @register_method('linear_probe', needs_source=True)
 def linear_probe(t:TransferTask) -> Trained:
     "Logistic regression on frozen sentence vectors of the source (class-balanced)."
@@ -206,11 +224,7 @@ def linear_probe(t:TransferTask) -> Trained:
     ids = {l: i for i, l in enumerate(t.labels)}
     clf = LogisticRegression(max_iter=2000, class_weight='balanced', C=1.0)
     clf.fit(embed(t.source_train.text.tolist(), t.model_name), t.source_train.label.map(ids))
-    def proba(texts):
-        p = np.zeros((len(texts), len(t.labels)))
-        p[:, clf.classes_] = clf.predict_proba(embed(list(texts), t.model_name))
-        return p
-    return Trained(proba)
+    return Trained(lambda texts: _class_proba(clf, embed(list(texts), t.model_name), len(t.labels)))
 
 # %% ../nbs/05_transfer.ipynb #32129042
 def em_priors(proba:np.ndarray,          # calibrated source-model probabilities on unlabelled target texts, (n, k)
@@ -253,13 +267,19 @@ def fit_calibration(proba:np.ndarray, y:np.ndarray, max_iter:int=200) -> Callabl
     return calibrated
 
 # %% ../nbs/05_transfer.ipynb #3c8c817e
+def _source_dev_y(t:TransferTask) -> np.ndarray:
+    return t.source_dev.label.map({l: i for i, l in enumerate(t.labels)}).to_numpy()
+
+def _calibrated_source_only(t:TransferTask) -> tuple[Trained, Callable]:
+    "The `source_only` model and its temperature scaling fitted on the source dev split."
+    trained = source_only(t)
+    return trained, fit_calibration(trained.predict_proba(t.source_dev.text.tolist()), _source_dev_y(t))
+
 @register_method('label_shift_em', needs_source=True)
 def label_shift_em(t:TransferTask) -> Trained:
     "Source-only fine-tuning, calibrated on source dev, re-weighted to each target's EM-estimated class priors."
-    trained = source_only(t)
-    ids = {l: i for i, l in enumerate(t.labels)}
-    y = t.source_dev.label.map(ids).to_numpy()
-    calibrated = fit_calibration(trained.predict_proba(t.source_dev.text.tolist()), y)
+    trained, calibrated = _calibrated_source_only(t)
+    y = _source_dev_y(t)
     source_priors = (np.bincount(y, minlength=len(t.labels)) + 1) / (len(y) + len(t.labels))  # +1: no zero prior
     proba = lambda texts: calibrated(trained.predict_proba(texts))
     def for_target(unlabelled_texts):
@@ -303,6 +323,19 @@ def self_train(t:TransferTask) -> Trained:
     counts = pseudo.label.value_counts()
     return dataclasses.replace(_classifier(teacher.model, teacher.tokenizer, [*teacher.fits, student]),
                                info=dict(pseudo_labels={l: int(counts.get(l, 0)) for l in t.labels}))
+
+# %% ../nbs/05_transfer.ipynb #852f3f33
+@register_method('lexicon_ensemble', needs_source=True)
+def lexicon_ensemble(t:TransferTask) -> Trained:
+    "Average of two experts calibrated on source dev: the source-only model and a logistic regression on VADER's scores."
+    from sklearn.linear_model import LogisticRegression
+    _require_sentiment(t, 'lexicon_ensemble')
+    trained, calibrated = _calibrated_source_only(t)
+    lexicon = LogisticRegression(max_iter=1000).fit(vader_scores(t.source_dev.text), _source_dev_y(t))
+    def proba(texts):
+        texts = list(texts)
+        return (calibrated(trained.predict_proba(texts)) + _class_proba(lexicon, vader_scores(texts), len(t.labels))) / 2
+    return dataclasses.replace(trained, predict_proba=proba, info=dict(temperature=round(calibrated.temperature, 4)))
 
 # %% ../nbs/05_transfer.ipynb #375c36da
 def target_test(name:str, max_test:int|None=None) -> pd.DataFrame:
