@@ -19,7 +19,7 @@ from .core import get_settings
 from .data import get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .model import load_classifier, load_tokenizer
-from .train import TrainConfig, fit
+from .train import TrainConfig, fit, label_ids
 
 # %% auto #0
 __all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'few_shot', 'TransferTask', 'Trained',
@@ -221,9 +221,8 @@ def linear_probe(t:TransferTask) -> Trained:
     "Logistic regression on frozen sentence vectors of the source (class-balanced)."
     from sklearn.linear_model import LogisticRegression
     from xdt_nb.model import embed
-    ids = {l: i for i, l in enumerate(t.labels)}
     clf = LogisticRegression(max_iter=2000, class_weight='balanced', C=1.0)
-    clf.fit(embed(t.source_train.text.tolist(), t.model_name), t.source_train.label.map(ids))
+    clf.fit(embed(t.source_train.text.tolist(), t.model_name), label_ids(t.source_train.label, t.labels))
     return Trained(lambda texts: _class_proba(clf, embed(list(texts), t.model_name), len(t.labels)))
 
 # %% ../nbs/05_transfer.ipynb #32129042
@@ -267,19 +266,16 @@ def fit_calibration(proba:np.ndarray, y:np.ndarray, max_iter:int=200) -> Callabl
     return calibrated
 
 # %% ../nbs/05_transfer.ipynb #3c8c817e
-def _source_dev_y(t:TransferTask) -> np.ndarray:
-    return t.source_dev.label.map({l: i for i, l in enumerate(t.labels)}).to_numpy()
-
 def _calibrated_source_only(t:TransferTask) -> tuple[Trained, Callable]:
     "The `source_only` model and its temperature scaling fitted on the source dev split."
     trained = source_only(t)
-    return trained, fit_calibration(trained.predict_proba(t.source_dev.text.tolist()), _source_dev_y(t))
+    return trained, fit_calibration(trained.predict_proba(t.source_dev.text.tolist()), label_ids(t.source_dev.label, t.labels))
 
 @register_method('label_shift_em', needs_source=True)
 def label_shift_em(t:TransferTask) -> Trained:
     "Source-only fine-tuning, calibrated on source dev, re-weighted to each target's EM-estimated class priors."
     trained, calibrated = _calibrated_source_only(t)
-    y = _source_dev_y(t)
+    y = label_ids(t.source_dev.label, t.labels)
     source_priors = (np.bincount(y, minlength=len(t.labels)) + 1) / (len(y) + len(t.labels))  # +1: no zero prior
     proba = lambda texts: calibrated(trained.predict_proba(texts))
     def for_target(unlabelled_texts):
@@ -331,7 +327,7 @@ def lexicon_ensemble(t:TransferTask) -> Trained:
     from sklearn.linear_model import LogisticRegression
     _require_sentiment(t, 'lexicon_ensemble')
     trained, calibrated = _calibrated_source_only(t)
-    lexicon = LogisticRegression(max_iter=1000).fit(vader_scores(t.source_dev.text), _source_dev_y(t))
+    lexicon = LogisticRegression(max_iter=1000).fit(vader_scores(t.source_dev.text), label_ids(t.source_dev.label, t.labels))
     def proba(texts):
         texts = list(texts)
         return (calibrated(trained.predict_proba(texts)) + _class_proba(lexicon, vader_scores(texts), len(t.labels))) / 2
