@@ -19,14 +19,15 @@ from .core import get_settings
 from .data import get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .model import load_classifier, load_tokenizer
-from .train import TrainConfig, fit, label_ids
+from .train import TrainConfig, fit, label_ids, macro_f1
 
 # %% auto #0
-__all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'few_shot', 'TransferTask', 'Trained',
-           'register_method', 'target_only', 'source_only', 'sequential', 'joint', 'joint_select', 'dann',
-           'vader_scores', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors', 'shift_priors',
-           'fit_calibration', 'label_shift_em', 'confident_rows', 'self_train', 'lexicon_ensemble', 'target_test',
-           'ExperimentResult', 'run_experiment', 'save_model', 'load_model', 'predict', 'predict_file']
+__all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'MODEL_WEIGHTS', 'few_shot',
+           'TransferTask', 'Trained', 'register_method', 'target_only', 'source_only', 'sequential', 'joint',
+           'joint_select', 'dann', 'vader_scores', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors',
+           'shift_priors', 'fit_calibration', 'label_shift_em', 'confident_rows', 'self_train', 'lexicon_ensemble',
+           'sequential_lexicon', 'target_test', 'ExperimentResult', 'run_experiment', 'save_model', 'load_model',
+           'predict', 'predict_file']
 
 # %% ../nbs/05_transfer.ipynb #18ef274b
 def few_shot(df:pd.DataFrame, n:int|None, seed:int=0) -> pd.DataFrame:
@@ -321,17 +322,44 @@ def self_train(t:TransferTask) -> Trained:
                                info=dict(pseudo_labels={l: int(counts.get(l, 0)) for l in t.labels}))
 
 # %% ../nbs/05_transfer.ipynb #852f3f33
+def _lexicon_expert(labelled:pd.DataFrame, labels) -> Callable:
+    "VADER's four scores mapped to the classes by a logistic regression fitted on the `labelled` rows: texts -> probabilities."
+    from sklearn.linear_model import LogisticRegression
+    clf = LogisticRegression(max_iter=1000).fit(vader_scores(labelled.text), label_ids(labelled.label, labels))
+    return lambda texts: _class_proba(clf, vader_scores(texts), len(labels))
+
+def _mixture(model_proba:Callable, lexicon:Callable, model_weight:float) -> Callable:
+    "p = w p_model + (1 - w) p_lexicon, for texts."
+    def proba(texts):
+        texts = list(texts)
+        return model_weight * model_proba(texts) + (1 - model_weight) * lexicon(texts)
+    return proba
+
 @register_method('lexicon_ensemble', needs_source=True)
 def lexicon_ensemble(t:TransferTask) -> Trained:
     "Average of two experts calibrated on source dev: the source-only model and a logistic regression on VADER's scores."
-    from sklearn.linear_model import LogisticRegression
     _require_sentiment(t, 'lexicon_ensemble')
     trained, calibrated = _calibrated_source_only(t)
-    lexicon = LogisticRegression(max_iter=1000).fit(vader_scores(t.source_dev.text), label_ids(t.source_dev.label, t.labels))
-    def proba(texts):
-        texts = list(texts)
-        return (calibrated(trained.predict_proba(texts)) + _class_proba(lexicon, vader_scores(texts), len(t.labels))) / 2
+    proba = _mixture(lambda texts: calibrated(trained.predict_proba(texts)), _lexicon_expert(t.source_dev, t.labels), 0.5)
     return dataclasses.replace(trained, predict_proba=proba, info=dict(temperature=round(calibrated.temperature, 4)))
+
+# %% ../nbs/05_transfer.ipynb #856f0d4a
+MODEL_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # the model expert's weight; in this order, ties go to the model
+
+@register_method('sequential_lexicon', needs_source=True, needs_target=True)
+def sequential_lexicon(t:TransferTask) -> Trained:
+    "`sequential`'s model and a lexicon expert fitted on the target labels, mixed with a weight chosen on target dev."
+    _require_sentiment(t, 'sequential_lexicon')
+    trained = sequential(t)
+    dev_texts, dev_y = t.target_dev.text.tolist(), label_ids(t.target_dev.label, t.labels)
+    model_dev = trained.predict_proba(dev_texts)
+    calibrated, lexicon = fit_calibration(model_dev, dev_y), _lexicon_expert(t.target_train, t.labels)
+    model_p, lexicon_p = calibrated(model_dev), lexicon(dev_texts)
+    scores = [macro_f1(dev_y, (w * model_p + (1 - w) * lexicon_p).argmax(1), len(t.labels)) for w in MODEL_WEIGHTS]
+    w = MODEL_WEIGHTS[int(np.argmax(scores))]
+    return dataclasses.replace(trained, predict_proba=_mixture(lambda texts: calibrated(trained.predict_proba(texts)), lexicon, w),
+                               info=dict(model_weight=w, temperature=round(calibrated.temperature, 4),
+                                         dev_macro_f1_by_weight=[round(s, 4) for s in scores]))
 
 # %% ../nbs/05_transfer.ipynb #375c36da
 def target_test(name:str, max_test:int|None=None) -> pd.DataFrame:
