@@ -246,20 +246,22 @@ def shift_priors(proba:np.ndarray, source_priors:np.ndarray, target_priors:np.nd
     return q / q.sum(1, keepdims=True)
 
 # %% ../nbs/05_transfer.ipynb #d0d42bcb
-def fit_calibration(proba:np.ndarray, y:np.ndarray, max_iter:int=200) -> Callable:
+def fit_calibration(proba:np.ndarray, y:np.ndarray, max_iter:int=200,
+                    bias:bool=True, # False: the temperature alone, which leaves every argmax as it was
+                   ) -> Callable:
     "Bias-corrected temperature scaling fitted on held-out (proba, y): returns the map proba -> calibrated proba."
     import torch
     log_p = torch.tensor(np.log(np.clip(proba, 1e-12, 1)), dtype=torch.float64)
     target = torch.as_tensor(np.asarray(y), dtype=torch.long)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(proba.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t, bias], max_iter=max_iter, line_search_fn='strong_wolfe')
+    b = torch.zeros(proba.shape[1], dtype=torch.float64, requires_grad=bias)
+    opt = torch.optim.LBFGS([log_t, b] if bias else [log_t], max_iter=max_iter, line_search_fn='strong_wolfe')
     def nll():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(log_p / log_t.exp() + bias, target)
+        loss = torch.nn.functional.cross_entropy(log_p / log_t.exp() + b, target)
         loss.backward(); return loss
     opt.step(nll)
-    temperature, b = float(log_t.detach().exp()), bias.detach().numpy()
+    temperature, b = float(log_t.detach().exp()), b.detach().numpy()
     def calibrated(p):
         z = np.log(np.clip(p, 1e-12, 1)) / temperature + b
         e = np.exp(z - z.max(1, keepdims=True)); return e / e.sum(1, keepdims=True)
@@ -353,7 +355,7 @@ def sequential_lexicon(t:TransferTask) -> Trained:
     trained = sequential(t)
     dev_texts, dev_y = t.target_dev.text.tolist(), label_ids(t.target_dev.label, t.labels)
     model_dev = trained.predict_proba(dev_texts)
-    calibrated, lexicon = fit_calibration(model_dev, dev_y), _lexicon_expert(t.target_train, t.labels)
+    calibrated, lexicon = fit_calibration(model_dev, dev_y, bias=False), _lexicon_expert(t.target_train, t.labels)
     model_p, lexicon_p = calibrated(model_dev), lexicon(dev_texts)
     scores = [macro_f1(dev_y, (w * model_p + (1 - w) * lexicon_p).argmax(1), len(t.labels)) for w in MODEL_WEIGHTS]
     w = MODEL_WEIGHTS[int(np.argmax(scores))]
