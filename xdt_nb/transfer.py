@@ -327,6 +327,9 @@ def self_train(t:TransferTask) -> Trained:
 def _lexicon_expert(labelled:pd.DataFrame, labels) -> Callable:
     "VADER's four scores mapped to the classes by a logistic regression fitted on the `labelled` rows: texts -> probabilities."
     from sklearn.linear_model import LogisticRegression
+    if labelled.label.nunique() < 2:
+        raise ValueError(f"The lexicon expert needs labelled texts of at least two classes, got {labelled.label.unique().tolist()}; "
+                         f"use more target labels ({len(labels)} or more give every class one).")
     clf = LogisticRegression(max_iter=1000).fit(vader_scores(labelled.text), label_ids(labelled.label, labels))
     return lambda texts: _class_proba(clf, vader_scores(texts), len(labels))
 
@@ -352,10 +355,11 @@ MODEL_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # the model expert's weight; in thi
 def sequential_lexicon(t:TransferTask) -> Trained:
     "`sequential`'s model and a lexicon expert fitted on the target labels, mixed with a weight chosen on target dev."
     _require_sentiment(t, 'sequential_lexicon')
+    lexicon = _lexicon_expert(t.target_train, t.labels)  # before training: labels it cannot use fail at once
     trained = sequential(t)
     dev_texts, dev_y = t.target_dev.text.tolist(), label_ids(t.target_dev.label, t.labels)
     model_dev = trained.predict_proba(dev_texts)
-    calibrated, lexicon = fit_calibration(model_dev, dev_y, bias=False), _lexicon_expert(t.target_train, t.labels)
+    calibrated = fit_calibration(model_dev, dev_y, bias=False)
     model_p, lexicon_p = calibrated(model_dev), lexicon(dev_texts)
     scores = [macro_f1(dev_y, (w * model_p + (1 - w) * lexicon_p).argmax(1), len(t.labels)) for w in MODEL_WEIGHTS]
     w = MODEL_WEIGHTS[int(np.argmax(scores))]
