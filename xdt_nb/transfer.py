@@ -105,26 +105,29 @@ def target_only(t:TransferTask) -> Trained:
     "Fine-tune on the target labels alone (alpha = 0)."
     return _finetune(t, _target_stage(t))
 
-def _source_key(t:TransferTask) -> tuple:
-    "What determines a source-only model: encoder, labels, config, and the source rows (train and dev)."
-    rows = pd.concat([t.source_train[['text', 'label']], t.source_dev[['text', 'label']]], keys=['train', 'dev'])
+def _rows_key(t:TransferTask, *frames:pd.DataFrame) -> tuple:
+    "What determines a trained model: encoder, labels, config, and the labelled rows it learns from, in order."
+    rows = pd.concat([f[['text', 'label']] for f in frames], keys=range(len(frames)))
     digest = hashlib.sha1(pd.util.hash_pandas_object(rows).to_numpy().tobytes()).hexdigest()
     return t.model_name, tuple(t.labels), json.dumps(dataclasses.asdict(t.cfg), sort_keys=True, default=str), digest
 
-_last_source_fit: dict = {}  # the latest source-only weights and fits, for methods built on the same model
+_last_fit: dict = {}  # method -> (key, weights, fits) of the latest model it trained
+
+def _reuse_last(t:TransferTask, method:str, key:tuple, train:Callable[[], Trained]) -> Trained:
+    "`train()`'s model, or a copy of the last one `method` trained from the same `key`: training is seeded, so it is the same model."
+    if method in _last_fit and _last_fit[method][0] == key:
+        _, state, fits = _last_fit[method]
+        model, tok = t.new_model(); model.load_state_dict(state)
+        return _classifier(model, tok, fits)
+    trained = train()
+    # one model per method, a copy (callers train on from it): enough for methods run back to back on one pair
+    _last_fit[method] = (key, {k: v.detach().clone() for k, v in trained.model.state_dict().items()}, trained.fits)
+    return trained
 
 @register_method('source_only', needs_source=True)
 def source_only(t:TransferTask) -> Trained:
     "Fine-tune on the source alone (early stopping on source dev): zero target labels used."
-    key = _source_key(t)
-    if key in _last_source_fit:  # same rows, config and encoder: training is seeded, so it is the same model
-        state, fits = _last_source_fit[key]
-        model, tok = t.new_model(); model.load_state_dict(state)
-        return _classifier(model, tok, fits)
-    trained = _finetune(t, _source_stage(t))
-    _last_source_fit.clear()  # one model kept: enough for methods run back to back on one source
-    _last_source_fit[key] = ({k: v.detach().clone() for k, v in trained.model.state_dict().items()}, trained.fits)
-    return trained
+    return _reuse_last(t, 'source_only', _rows_key(t, t.source_train, t.source_dev), lambda: _finetune(t, _source_stage(t)))
 
 def _stage_dir(t:TransferTask, i:int) -> Path|None:
     "Checkpoint folder of stage `i`: each stage of a two-stage method resumes as itself."
@@ -133,10 +136,12 @@ def _stage_dir(t:TransferTask, i:int) -> Path|None:
 @register_method('sequential', needs_source=True, needs_target=True)
 def sequential(t:TransferTask) -> Trained:
     "Fine-tune on the source (the `source_only` model, reused if it was just built), then on the target from there."
-    first = source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
-    # keep_start: when the target labels only hurt, the source model itself is the answer
-    second = _fit_stage(t, first.model, first.tokenizer, _target_stage(t) | dict(keep_start=True), _stage_dir(t, 1))
-    return _classifier(first.model, first.tokenizer, [*first.fits, second])
+    def train():
+        first = source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
+        # keep_start: when the target labels only hurt, the source model itself is the answer
+        second = _fit_stage(t, first.model, first.tokenizer, _target_stage(t) | dict(keep_start=True), _stage_dir(t, 1))
+        return _classifier(first.model, first.tokenizer, [*first.fits, second])
+    return _reuse_last(t, 'sequential', _rows_key(t, t.source_train, t.source_dev, t.target_train, t.target_dev), train)
 
 @register_method('joint', needs_source=True, needs_target=True)
 def joint(t:TransferTask) -> Trained:
