@@ -135,7 +135,7 @@ def _stage_dir(t:TransferTask, i:int) -> Path|None:
 
 @register_method('sequential', needs_source=True, needs_target=True)
 def sequential(t:TransferTask) -> Trained:
-    "Fine-tune on the source (the `source_only` model, reused if it was just built), then on the target from there."
+    "Fine-tune on the source (the `source_only` model), then on the target from there; the model just trained from the same rows is reused."
     def train():
         first = source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
         # keep_start: when the target labels only hurt, the source model itself is the answer
