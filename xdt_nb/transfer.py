@@ -19,7 +19,7 @@ from .core import get_settings
 from .data import get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .model import load_classifier, load_tokenizer
-from .train import TrainConfig, fit, label_ids, macro_f1
+from .train import TrainConfig, _tensors, fit, label_ids, macro_f1
 
 # %% auto #0
 __all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'MODEL_WEIGHTS', 'few_shot',
@@ -121,7 +121,7 @@ def _reuse_last(t:TransferTask, method:str, key:tuple, train:Callable[[], Traine
         return _classifier(model, tok, fits)
     trained = train()
     # one model per method, a copy (callers train on from it): enough for methods run back to back on one pair
-    _last_fit[method] = (key, {k: v.detach().clone() for k, v in trained.model.state_dict().items()}, trained.fits)
+    _last_fit[method] = (key, _tensors(trained.model), trained.fits)
     return trained
 
 @register_method('source_only', needs_source=True)
