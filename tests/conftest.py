@@ -16,7 +16,7 @@ def xdt(*args, cwd=ROOT):
 
 def run_headless(notebook, params, out):
     "`xdt run notebook -p k v ...` into `out`; fails the test with the notebook's error if it fails."
-    args = ['run', notebook, '--out-dir', out]
+    args = ['run', notebook, '--out-dir', out, '--timeout', 1800]  # CI: a hung cell fails in 30 min, not at the job limit
     for k, v in params.items(): args += ['-p', k, repr(v)]
     r = xdt(*args)
     assert r.returncode == 0, r.stderr[-3000:]

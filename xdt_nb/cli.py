@@ -54,8 +54,8 @@ def machine_info() -> dict:
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), gpu=gpu)
 
 # %% ../nbs/06_cli.ipynb #5560df90
-def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, timeout:int=7200, command:str|None=None) -> Path:
-    "Execute a notebook with papermill; returns the folder with the executed notebook and its outputs."
+def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, timeout:int|None=None, command:str|None=None) -> Path:
+    "Execute a notebook with papermill (`timeout`: seconds per cell, None for no limit); returns the folder with the executed notebook and its outputs."
     import papermill as pm
     nb = find_notebook(name)
     params = dict(params or {})
@@ -99,8 +99,9 @@ def _cmd_fetch(a):
     for n in names: print(f'{n}: {fetch(n)}')
 
 def _cmd_run(a):
+    if a.timeout < 0: raise ValueError(f'--timeout is seconds per cell, 0 for no limit; got {a.timeout}.')
     params = {k: parse_value(v) for k, v in (a.param or [])}
-    run_notebook(a.notebook, params, a.out_dir, a.timeout, command=shlex.join(['xdt'] + sys.argv[1:]) if a.record_command else None)
+    run_notebook(a.notebook, params, a.out_dir, a.timeout or None, command=shlex.join(['xdt'] + sys.argv[1:]) if a.record_command else None)
 
 def _cmd_train(a):
     from xdt_nb.train import TrainConfig
@@ -132,7 +133,8 @@ def make_parser() -> argparse.ArgumentParser:
     r = sub.add_parser('run', help='execute a notebook headlessly with papermill')
     r.add_argument('notebook'); r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'))
     r.add_argument('--out-dir', default=None, help='default: output_dir/NOTEBOOK')
-    r.add_argument('--timeout', type=int, default=7200, help='seconds per cell')
+    # no limit by default: a study's training cell runs for hours on a CPU, and a timeout there kills it after hours of work
+    r.add_argument('--timeout', type=int, default=0, help='seconds per cell; 0: no limit')
     r.add_argument('--no-record-command', dest='record_command', action='store_false')
     r.set_defaults(fn=_cmd_run)
     t = sub.add_parser('train', help='one experiment: train, evaluate, save (works under `accelerate launch`)')
