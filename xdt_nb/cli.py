@@ -55,8 +55,9 @@ def machine_info() -> dict:
 
 # %% ../nbs/06_cli.ipynb #5560df90
 def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, timeout:int|None=None, command:str|None=None) -> Path:
-    "Execute a notebook with papermill (`timeout`: seconds per cell, None for no limit); returns the folder with the executed notebook and its outputs."
+    "Execute a notebook with papermill (`timeout`: seconds per cell, 0 or None for no limit); returns the folder with the executed notebook and its outputs."
     import papermill as pm
+    if timeout is not None and timeout < 0: raise ValueError(f'--timeout is seconds per cell, 0 for no limit; got {timeout}.')
     nb = find_notebook(name)
     params = dict(params or {})
     declared = notebook_parameters(nb)
@@ -73,7 +74,7 @@ def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, ti
     os.environ['PATH'] = bin_dir + os.pathsep + os.environ.get('PATH', '')
     t0, started = time.time(), time.strftime('%Y-%m-%dT%H:%M:%S%z')
     pm.execute_notebook(str(nb), str(out/nb.name), parameters=params, kernel_name='python3',
-                        execution_timeout=timeout, progress_bar=False, cwd=str(nb.parent))
+                        execution_timeout=timeout or None, progress_bar=False, cwd=str(nb.parent))
     wall = time.time() - t0
     (out/'run.json').write_text(json.dumps(dict(notebook=nb.stem, command=params.get('command'), parameters=params,
                                                 started=started, wall_seconds=round(wall), machine=machine_info()), indent=1))
@@ -99,9 +100,8 @@ def _cmd_fetch(a):
     for n in names: print(f'{n}: {fetch(n)}')
 
 def _cmd_run(a):
-    if a.timeout < 0: raise ValueError(f'--timeout is seconds per cell, 0 for no limit; got {a.timeout}.')
     params = {k: parse_value(v) for k, v in (a.param or [])}
-    run_notebook(a.notebook, params, a.out_dir, a.timeout or None, command=shlex.join(['xdt'] + sys.argv[1:]) if a.record_command else None)
+    run_notebook(a.notebook, params, a.out_dir, a.timeout, command=shlex.join(['xdt'] + sys.argv[1:]) if a.record_command else None)
 
 def _cmd_train(a):
     from xdt_nb.train import TrainConfig
