@@ -6,8 +6,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 XDT = str(Path(sys.executable).parent/'xdt')
 
-# Small but real: 64 Amazon labels, 400 tweets, the first 300 Amazon test sentences, 2 epochs.
-DEMO_CI_PARAMS = dict(n_target_labels=64, max_source=400, max_test=300, epochs=2, min_steps=60, lr=1e-4, seeds=[0])
+# Small but real: 64 Amazon labels, 400 tweets, 300 Amazon test and 200 dev sentences, 2 epochs.
+DEMO_CI_PARAMS = dict(n_target_labels=64, max_source=400, max_test=300, max_dev=200, epochs=2, min_steps=60, lr=1e-4, seeds=[0])
 
 def xdt(*args, cwd=ROOT):
     "Run the `xdt` command line; the CompletedProcess."

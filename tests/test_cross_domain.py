@@ -7,7 +7,7 @@ from conftest import run_headless
 # one few-shot pair, amazon -> tweets: the zero-shot part trains amazon's source-only model last, so `sequential` reuses it
 SLICE = dict(domains=['tweets', 'amazon'], extra_targets=[], zero_shot_methods=['vader_lexicon', 'linear_probe', 'source_only', 'lexicon_ensemble'],
              few_shot_methods=['target_only', 'sequential'], few_shot_pairs=[['amazon', 'tweets']], n_labels=[64], seeds=[0],
-             max_train=400, max_test=300, epochs=2, min_steps=60)
+             max_train=400, max_test=300, max_dev=200, epochs=2, min_steps=60)
 
 @pytest.fixture(scope='module')
 def study(tmp_path_factory):

@@ -7,7 +7,7 @@ from xdt_nb.evaluate import read_records
 from conftest import run_headless
 
 # the ablations (each a full fine-tuning, one of them after minutes of masked-LM training) run tiny under nbdev-test
-SLICE = dict(seeds=[0], epochs=3, max_train=1000, max_test=300, transfer_sources=['amazon'], transfer_max_source=300, min_steps=30,
+SLICE = dict(seeds=[0], epochs=3, max_train=1000, max_test=300, max_dev=200, transfer_sources=['amazon'], transfer_max_source=300, min_steps=30,
              topic_n_labels=[32], topic_min_steps=20, ablations=[])
 
 @pytest.fixture(scope='module')

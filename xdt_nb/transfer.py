@@ -412,7 +412,8 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                    keep_checkpoint:bool=False,   # keep out_dir/checkpoint after a finished run (~4x model size)
                    also_test_on=(),              # more targets to test the same model on (methods that use no target data)
                    resume:bool=False,            # continue an interrupted run from out_dir's checkpoints
-                   max_unlabelled:int|None=None, # cap on the target's unlabelled text (dann, self_train; None: its train split)
+                   max_unlabelled:int|None=None, # cap on the target's unlabelled text (dann, self_train, label_shift_em; None: its train split)
+                   max_dev:int|None=None,        # cap on dev rows, target and source: early stopping, α and weight choice (CI slices; None: all)
                   ) -> ExperimentResult:
     "Train `method` for `source -> target`, evaluate on the target's test split, save and record it."
     fn = _check_method(method, source, n_target_labels)
@@ -429,9 +430,9 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
             raise ValueError(f"Domain {other!r} ({get_domain(other).task}) and target {target!r} ({dom.task}) have different tasks.")
     split = lambda df, s: df[df.split == s].reset_index(drop=True)
     target_train = split(tgt, 'train')
-    task = TransferTask(list(dom.labels), few_shot(target_train, n_target_labels, seed), split(tgt, 'dev'),
+    task = TransferTask(list(dom.labels), few_shot(target_train, n_target_labels, seed), _cap(split(tgt, 'dev'), max_dev, seed),
                         _cap(split(src, 'train'), max_source, seed) if src is not None else None,
-                        split(src, 'dev') if src is not None else None, cfg, model_name,
+                        _cap(split(src, 'dev'), max_dev, seed) if src is not None else None, cfg, model_name,
                         Path(out_dir) if out_dir else None, unlabelled=_cap(target_train, max_unlabelled, seed).drop(columns='label'), resume=resume)
     started = time.perf_counter()
     trained = fn(task)
@@ -440,7 +441,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     base = dict(notebook=notebook, task=dom.task, source=source or target, method=method, seed=seed,
                 n_target_labels=len(task.target_train), model=model_name or get_settings().model,
                 train_seconds=round(sum(f.train_seconds for f in fits) if fits else build_seconds, 1),
-                n_source=len(task.source_train) if src is not None else 0,
+                n_source=len(task.source_train) if src is not None else 0, n_dev=len(task.target_dev),
                 epochs=[f.history[-1]['epoch'] + 1 if f.history else 0 for f in fits],
                 best_epochs=[f.best_epoch for f in fits],  # -1: a stage kept its starting weights (`keep_start`)
                 command=command or 'interactive (no command line)', config=dataclasses.asdict(cfg)) | trained.info | (extra or {})
@@ -448,7 +449,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     for name in [target, *also_test_on]:
         test = target_test(name, max_test)
         predict, adapted = trained.predict_proba, {}
-        if trained.for_target: predict, adapted = trained.for_target(load_domain(name, 'train').text.tolist())
+        if trained.for_target: predict, adapted = trained.for_target(_cap(load_domain(name, 'train'), max_unlabelled, seed).text.tolist())
         proba = predict(test.text.tolist())
         metrics = classification_metrics(test.label, [task.labels[i] for i in proba.argmax(-1)], task.labels)
         record = base | adapted | dict(dataset=name, target=name, accuracy=metrics['accuracy'], macro_f1=metrics['macro_f1'],
