@@ -10,7 +10,7 @@ import argparse, ast, json, os, shlex, sys, time
 from pathlib import Path
 
 from fastcore.imports import in_ipython
-from .core import find_settings_file, get_settings
+from .core import configure_threads, find_settings_file, get_settings
 
 # %% auto #0
 __all__ = ['project_root', 'find_notebook', 'parse_value', 'notebook_parameters', 'machine_info', 'run_notebook', 'make_parser',
@@ -156,7 +156,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     "Entry point of `xdt`: a user error prints one line and returns 2."
     a = make_parser().parse_args(argv)
-    try: a.fn(a)
+    try:
+        # torch takes one thread per core; runs sharing a machine each need fewer (the `threads` setting, XDT_THREADS)
+        configure_threads()
+        a.fn(a)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         print(f'xdt: error: {e.args[0] if e.args else e}', file=sys.stderr); return 2
     return 0
