@@ -26,10 +26,14 @@ def throughput(loader, model) -> float:
         n += len(b['labels'])
     return n / (time.perf_counter() - t0)
 
-def main():
+def tweets_dataset():
+    "(labels, tokenizer, dataset) of the same N real tweets for every benchmark."
     labels, tok = label_space('sentiment'), load_tokenizer()
     df = load_domain('tweets', 'train').sample(N, random_state=0)
-    ds = TextDataset(tok, df.text.tolist(), label_ids(df.label, labels))
+    return labels, tok, TextDataset(tok, df.text.tolist(), label_ids(df.label, labels))
+
+def main():
+    labels, tok, ds = tweets_dataset()
     loaders = {
         'pad to 128 (seed article)': DataLoader(ds, BS, shuffle=True, collate_fn=DataCollatorWithPadding(tok, padding='max_length', max_length=128)),
         'dynamic padding': make_loader(ds, tok, BS, shuffle=True, bucket=False),

@@ -8,18 +8,15 @@ combined samples/s. A figure to read, not a pass/fail test.
 """
 import multiprocessing as mp
 import time
-from bench_padding import BS, N, throughput
+import torch
+from xdt_nb.core import set_seed
+from xdt_nb.model import load_classifier, make_loader
+from bench_padding import BS, N, throughput, tweets_dataset
 
 def train_once(threads:int, barrier, results):
-    import torch
-    from xdt_nb.core import set_seed
-    from xdt_nb.data import label_space, load_domain
-    from xdt_nb.model import TextDataset, load_classifier, load_tokenizer, make_loader
-    from xdt_nb.train import label_ids
     if threads: torch.set_num_threads(threads)
-    labels, tok = label_space('sentiment'), load_tokenizer()
-    df = load_domain('tweets', 'train').sample(N, random_state=0)
-    loader = make_loader(TextDataset(tok, df.text.tolist(), label_ids(df.label, labels)), tok, BS, shuffle=True)
+    labels, tok, ds = tweets_dataset()
+    loader = make_loader(ds, tok, BS, shuffle=True)
     set_seed(0); model = load_classifier(labels, seed=0)
     barrier.wait()  # start training together: the processes compete only while they train
     t0 = time.perf_counter(); throughput(loader, model)
