@@ -40,6 +40,8 @@ def test_models_beat_the_floors(study):
     lex = recs[recs.method == 'vader_lexicon'].set_index('target').macro_f1
     assert (lex > 0.45).all(), lex   # VADER's own lexicon on VADER's data: well above a constant (~0.25)
     assert set(m['targets_met']) == {'in_domain_above_human', 'zero_shot_mean_gap', 'zero_shot_gap_closed_by_best_method',
-                                     'zero_shot_share_of_mean_gap_by_best_method', 'labels_64_gap_to_in_domain_by_best_method'}
+                                     'zero_shot_share_of_mean_gap_by_best_method', 'zero_shot_share_of_mean_gap_multi_source',
+                                     'labels_64_gap_to_in_domain_by_best_method'}
+    assert m['targets_met']['zero_shot_share_of_mean_gap_multi_source'] is None and m['multi_source'] is None  # two domains: no pair of sources
     best_64 = recs[recs.n_target_labels == 64].weighted_f1.max()
     assert abs(m['targets_met']['labels_64_gap_to_in_domain_by_best_method'] - (mean.loc['tweets', 'tweets'] - best_64)) < 1e-9, m

@@ -26,8 +26,8 @@ __all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRA
            'TransferTask', 'Trained', 'register_method', 'target_only', 'source_only', 'sequential', 'joint',
            'joint_select', 'dann', 'vader_scores', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors',
            'shift_priors', 'fit_calibration', 'label_shift_em', 'confident_rows', 'self_train', 'lexicon_ensemble',
-           'sequential_lexicon', 'target_test', 'ExperimentResult', 'run_experiment', 'save_model', 'load_model',
-           'predict', 'predict_file']
+           'sequential_lexicon', 'target_test', 'source_domains', 'source_rows', 'ExperimentResult', 'run_experiment',
+           'save_model', 'load_model', 'predict', 'predict_file']
 
 # %% ../nbs/05_transfer.ipynb #18ef274b
 def few_shot(df:pd.DataFrame, n:int|None, seed:int=0) -> pd.DataFrame:
@@ -378,6 +378,20 @@ def target_test(name:str, max_test:int|None=None) -> pd.DataFrame:
     d = load_domain(name, 'test')
     return _cap(d, max_test, seed=0)
 
+def source_domains(source:str|list) -> list[str]:
+    "The domain names of `source`: one name, several joined by '+' ('movie+nyt'), or a list of names."
+    names = source.split('+') if isinstance(source, str) else list(source)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"source must name each domain once, got {source!r}; e.g. 'movie' or 'movie+nyt'.")
+    for n in names: get_domain(n)  # an unknown name fails here, listing the known ones
+    return names
+
+def source_rows(source:str|list, split:str, cap:int|None, seed:int) -> pd.DataFrame:
+    "The `split` rows of the source domain(s); several sources share `cap` equally, so the budget is the same as one source's."
+    names = source_domains(source)
+    share = None if cap is None else max(1, cap // len(names))
+    return pd.concat([_cap(load_domain(n, split), share, seed) for n in names], ignore_index=True)
+
 def _check_method(method, source, n_target_labels):
     if method not in METHODS: raise KeyError(f"Unknown method {method!r}; known: {sorted(METHODS)}.")
     fn = METHODS[method]
@@ -397,7 +411,7 @@ class ExperimentResult:
 
 def run_experiment(target:str,                  # target domain (a `DOMAINS` name)
                    method:str='target_only',     # a `METHODS` name
-                   source:str|None=None,         # source domain, for transfer methods
+                   source:str|None=None,         # source domain, for transfer methods; several: 'movie+nyt' (they share `max_source`)
                    n_target_labels:int|None=None,# target labels used (None: all of train)
                    seed:int=0,
                    cfg:TrainConfig|None=None,
@@ -405,7 +419,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                    out_dir:Path|str|None=None,   # metrics/figure/checkpoints of this run go here
                    records:Path|str|None=None,   # records.jsonl to append to
                    notebook:str='interactive',
-                   max_source:int|None=None,     # cap on source training rows
+                   max_source:int|None=None,     # cap on source training rows (all sources together)
                    max_test:int|None=None,       # cap on target test rows (CI slices)
                    command:str|None=None,
                    extra:dict|None=None,         # more fields for the record (e.g. a run id)
@@ -424,15 +438,16 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                          f"{others}; run each target (only subsets of {target!r} may share its model).")
     cfg = dataclasses.replace(cfg or TrainConfig(), seed=seed)
     tgt, dom = load_domain(target), get_domain(target)
-    src = load_domain(source) if source else None
-    for other in [source, *also_test_on]:
-        if other and get_domain(other).task != dom.task:
+    sources = source_domains(source) if source else []
+    source = '+'.join(sources) or None
+    for other in [*sources, *also_test_on]:
+        if get_domain(other).task != dom.task:
             raise ValueError(f"Domain {other!r} ({get_domain(other).task}) and target {target!r} ({dom.task}) have different tasks.")
     split = lambda df, s: df[df.split == s].reset_index(drop=True)
     target_train = split(tgt, 'train')
     task = TransferTask(list(dom.labels), few_shot(target_train, n_target_labels, seed), _cap(split(tgt, 'dev'), max_dev, seed),
-                        _cap(split(src, 'train'), max_source, seed) if src is not None else None,
-                        _cap(split(src, 'dev'), max_dev, seed) if src is not None else None, cfg, model_name,
+                        source_rows(source, 'train', max_source, seed) if source else None,
+                        source_rows(source, 'dev', max_dev, seed) if source else None, cfg, model_name,
                         Path(out_dir) if out_dir else None, unlabelled=_cap(target_train, max_unlabelled, seed).drop(columns='label'), resume=resume)
     started = time.perf_counter()
     trained = fn(task)
@@ -441,7 +456,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     base = dict(notebook=notebook, task=dom.task, source=source or target, method=method, seed=seed,
                 n_target_labels=len(task.target_train), model=model_name or get_settings().model,
                 train_seconds=round(sum(f.train_seconds for f in fits) if fits else build_seconds, 1),
-                n_source=len(task.source_train) if src is not None else 0, n_dev=len(task.target_dev),
+                n_source=len(task.source_train) if source else 0, n_dev=len(task.target_dev),
                 epochs=[f.history[-1]['epoch'] + 1 if f.history else 0 for f in fits],
                 best_epochs=[f.best_epoch for f in fits],  # -1: a stage kept its starting weights (`keep_start`)
                 command=command or 'interactive (no command line)', config=dataclasses.asdict(cfg)) | trained.info | (extra or {})
