@@ -138,7 +138,7 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument('--no-record-command', dest='record_command', action='store_false')
     r.set_defaults(fn=_cmd_run)
     t = sub.add_parser('train', help='one experiment: train, evaluate, save (works under `accelerate launch`)')
-    t.add_argument('target'); t.add_argument('--method', default='target_only'); t.add_argument('--source')
+    t.add_argument('target'); t.add_argument('--method', default='target_only'); t.add_argument('--source', help="source domain; several share --max-source: 'movie+nyt'")
     t.add_argument('--n-labels', type=int, default=None, help='target labels (default: all)')
     t.add_argument('--seed', type=int, default=0); t.add_argument('--epochs', type=int, default=3)
     t.add_argument('--lr', type=float, default=1e-4); t.add_argument('--batch-size', type=int, default=16)
