@@ -411,7 +411,7 @@ class ExperimentResult:
 
 def run_experiment(target:str,                  # target domain (a `DOMAINS` name)
                    method:str='target_only',     # a `METHODS` name
-                   source:str|None=None,         # source domain, for transfer methods; several: 'movie+nyt' (they share `max_source`)
+                   source:str|list|None=None,    # source domain, for transfer methods; several: 'movie+nyt' (they share `max_source`)
                    n_target_labels:int|None=None,# target labels used (None: all of train)
                    seed:int=0,
                    cfg:TrainConfig|None=None,
