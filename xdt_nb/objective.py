@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['softmax', 'ce_loss', 'ce_grad', 'joint_loss', 'joint_grad', 'fit_joint_softmax', 'alpha_sweep', 'domain_separability']
+__all__ = ['softmax', 'ce_loss', 'ce_grad', 'joint_loss', 'joint_grad', 'fit_joint_softmax', 'alpha_sweep', 'domain_separability',
+           'label_shift']
 
 # %% ../nbs/10_math.ipynb #1480eb4b
 def softmax(Z:np.ndarray) -> np.ndarray:
@@ -77,3 +78,7 @@ def domain_separability(Xa, Xb, seed:int=0) -> float:
     n = min(len(Xa), len(Xb))
     X = np.vstack([Xa[:n], Xb[:n]]); y = np.r_[np.zeros(n), np.ones(n)]
     return float(cross_val_score(LogisticRegression(max_iter=2000), X, y, cv=3).mean())
+
+def label_shift(pa:pd.Series, pb:pd.Series) -> float:
+    "Total variation between two class distributions (label -> share): 0 the same, 1 disjoint; a class one lacks counts as 0."
+    return float(0.5 * pa.sub(pb, fill_value=0).abs().sum())
