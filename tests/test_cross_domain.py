@@ -7,7 +7,7 @@ from conftest import run_headless
 # one few-shot pair, amazon -> tweets: the zero-shot part trains amazon's source-only model last, so `sequential` reuses it
 SLICE = dict(domains=['tweets', 'amazon'], extra_targets=[], zero_shot_methods=['vader_lexicon', 'linear_probe', 'source_only', 'lexicon_ensemble'],
              few_shot_methods=['target_only', 'sequential'], few_shot_pairs=[['amazon', 'tweets']], n_labels=[64], seeds=[0],
-             max_train=400, max_test=300, max_dev=200, epochs=2, min_steps=60)
+             max_train=400, max_test=300, max_dev=200, epochs=2, min_steps=60, label_free_sample=100)
 
 @pytest.fixture(scope='module')
 def study(tmp_path_factory):
@@ -45,3 +45,19 @@ def test_models_beat_the_floors(study):
     assert m['targets_met']['zero_shot_share_of_mean_gap_multi_source'] is None and m['multi_source'] is None  # two domains: no pair of sources
     best_64 = recs[recs.n_target_labels == 64].weighted_f1.max()
     assert abs(m['targets_met']['labels_64_gap_to_in_domain_by_best_method'] - (mean.loc['tweets', 'tweets'] - best_64)) < 1e-9, m
+
+def test_label_free_choice(study):
+    recs = read_records(study/'records.jsonl')
+    m = json.loads((study/'metrics.json').read_text())
+    # every zero-shot model but the lexicon itself was scored on 100 unlabelled sentences of each target
+    scored = recs[recs.n_target_labels == 0].groupby('method').n_label_free.agg(lambda s: s.dropna().tolist()).to_dict()
+    assert scored['vader_lexicon'] == [] and all(v == [100] * 4 for k, v in scored.items() if k != 'vader_lexicon'), scored
+    so = recs[(recs.method == 'source_only') & (recs.source != recs.target)]
+    assert so.lexicon_agreement.between(0, 1).all() and so.mean_confidence.between(1 / 3, 1).all(), so
+    # two domains: each target has one source, so every criterion picks it and its picks score the cross pairs' mean
+    criteria = m['label_free_choice']['criteria']
+    assert set(criteria['best source picked']) == {'lexicon agreement', 'confidence', 'low separability', 'random source (mean)', 'oracle (best source)'}
+    for c in ('lexicon agreement', 'confidence', 'low separability'):
+        assert criteria['best source picked'][c] == '2 of 2' and criteria['source pairs ordered right'][c] == '0 of 0', criteria
+        assert abs(criteria['mean F1 of the picks'][c] - so.weighted_f1.mean()) < 1e-9, criteria
+    assert (study/'label_free_choice.png').exists() and (study/'label_free_choice.md').exists()

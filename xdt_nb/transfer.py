@@ -24,10 +24,10 @@ from .train import TrainConfig, _tensors, fit, label_ids, macro_f1
 # %% auto #0
 __all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'MODEL_WEIGHTS', 'few_shot',
            'TransferTask', 'Trained', 'register_method', 'target_only', 'source_only', 'sequential', 'joint',
-           'joint_select', 'dann', 'vader_scores', 'vader_lexicon', 'lm_lexicon', 'linear_probe', 'em_priors',
-           'shift_priors', 'fit_calibration', 'label_shift_em', 'confident_rows', 'self_train', 'lexicon_ensemble',
-           'sequential_lexicon', 'target_test', 'source_domains', 'source_rows', 'ExperimentResult', 'run_experiment',
-           'save_model', 'load_model', 'predict', 'predict_file']
+           'joint_select', 'dann', 'vader_scores', 'vader_classes', 'vader_lexicon', 'lm_lexicon', 'linear_probe',
+           'em_priors', 'shift_priors', 'fit_calibration', 'label_shift_em', 'confident_rows', 'self_train',
+           'lexicon_ensemble', 'sequential_lexicon', 'label_free_scores', 'target_test', 'source_domains',
+           'source_rows', 'ExperimentResult', 'run_experiment', 'save_model', 'load_model', 'predict', 'predict_file']
 
 # %% ../nbs/05_transfer.ipynb #18ef274b
 def few_shot(df:pd.DataFrame, n:int|None, seed:int=0) -> pd.DataFrame:
@@ -188,14 +188,16 @@ def vader_scores(texts) -> np.ndarray:
     "VADER's negative, neutral and positive shares and its compound score for each text, shape (n, 4)."
     return np.array([[s[k] for k in VADER_SCORES] for s in map(_vader().polarity_scores, texts)]).reshape(-1, len(VADER_SCORES))
 
+def vader_classes(texts) -> np.ndarray:
+    "The paper's rule on VADER's compound score as class ids (negative, neutral, positive): >= 0.05 positive, <= -0.05 negative, else neutral."
+    c = vader_scores(texts)[:, VADER_SCORES.index('compound')]
+    return np.where(c >= 0.05, 2, np.where(c <= -0.05, 0, 1))
+
 @register_method('vader_lexicon')
 def vader_lexicon(t:TransferTask) -> Trained:
-    "The VADER lexicon's compound score: >= 0.05 positive, <= -0.05 negative, else neutral."
+    "The VADER lexicon's rule (`vader_classes`), as one-hot probabilities."
     _require_sentiment(t, 'vader_lexicon')
-    def proba(texts):
-        c = vader_scores(texts)[:, VADER_SCORES.index('compound')]
-        return _one_hot(np.where(c >= 0.05, 2, np.where(c <= -0.05, 0, 1)), 3)
-    return Trained(proba)
+    return Trained(lambda texts: _one_hot(vader_classes(texts), 3))
 
 # %% ../nbs/05_transfer.ipynb #d77b4d55
 def _lm_word_lists() -> tuple[set, set]:
@@ -372,6 +374,18 @@ def sequential_lexicon(t:TransferTask) -> Trained:
                                info=dict(model_weight=w, temperature=round(calibrated.temperature, 4),
                                          dev_macro_f1_by_weight=[round(s, 4) for s in scores]))
 
+# %% ../nbs/05_transfer.ipynb #41289320
+def label_free_scores(proba:np.ndarray,           # a model's class probabilities on unlabelled target texts, (n, k)
+                      lexicon_classes:np.ndarray, # the lexicon's class ids for the same texts (`vader_classes`)
+                     ) -> dict:
+    "A model's mean confidence on unlabelled target texts and how often it agrees with the lexicon there."
+    proba, lexicon_classes = np.asarray(proba), np.asarray(lexicon_classes)
+    if len(proba) == 0 or len(proba) != len(lexicon_classes):
+        raise ValueError(f"label_free_scores needs one lexicon class per probability row and at least one text; "
+                         f"got {len(proba)} rows and {len(lexicon_classes)} classes.")
+    return dict(lexicon_agreement=float((proba.argmax(1) == lexicon_classes).mean()),
+                mean_confidence=float(proba.max(1).mean()), n_label_free=len(proba))
+
 # %% ../nbs/05_transfer.ipynb #375c36da
 def target_test(name:str, max_test:int|None=None) -> pd.DataFrame:
     "The test rows of domain `name` that experiments score: all, or a fixed sample of `max_test` (same for every seed)."
@@ -428,6 +442,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                    resume:bool=False,            # continue an interrupted run from out_dir's checkpoints
                    max_unlabelled:int|None=None, # cap on the target's unlabelled text (dann, self_train, label_shift_em; None: its train split)
                    max_dev:int|None=None,        # cap on dev rows, target and source: early stopping, α and weight choice (CI slices; None: all)
+                   label_free:int=0,             # also score the model on this many unlabelled target sentences against the VADER rule (`label_free_scores`; sentiment; 0: off)
                   ) -> ExperimentResult:
     "Train `method` for `source -> target`, evaluate on the target's test split, save and record it."
     fn = _check_method(method, source, n_target_labels)
@@ -438,6 +453,9 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                          f"{others}; run each target (only subsets of {target!r} may share its model).")
     cfg = dataclasses.replace(cfg or TrainConfig(), seed=seed)
     tgt, dom = load_domain(target), get_domain(target)
+    if label_free < 0 or (label_free and list(dom.labels) != ['negative', 'neutral', 'positive']):
+        raise ValueError(f"label_free={label_free!r}: it counts unlabelled target sentences (>= 0) to compare with the VADER lexicon, "
+                         f"which scores sentiment; {target!r} is a {dom.task} domain. Use label_free=0 there.")
     sources = source_domains(source) if source else []
     source = '+'.join(sources) or None
     for other in [*sources, *also_test_on]:
@@ -467,6 +485,9 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
         if trained.for_target: predict, adapted = trained.for_target(_cap(load_domain(name, 'train'), max_unlabelled, seed).text.tolist())
         proba = predict(test.text.tolist())
         metrics = classification_metrics(test.label, [task.labels[i] for i in proba.argmax(-1)], task.labels)
+        if label_free:
+            texts = _cap(load_domain(name, 'train'), label_free, seed).text.tolist()
+            adapted = adapted | label_free_scores(predict(texts), vader_classes(texts))
         record = base | adapted | dict(dataset=name, target=name, accuracy=metrics['accuracy'], macro_f1=metrics['macro_f1'],
                              weighted_f1=metrics['weighted_f1'], n_test=len(test))
         if out_dir and is_main:
