@@ -453,9 +453,10 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                          f"{others}; run each target (only subsets of {target!r} may share its model).")
     cfg = dataclasses.replace(cfg or TrainConfig(), seed=seed)
     tgt, dom = load_domain(target), get_domain(target)
-    if label_free < 0 or (label_free and list(dom.labels) != ['negative', 'neutral', 'positive']):
-        raise ValueError(f"label_free={label_free!r}: it counts unlabelled target sentences (>= 0) to compare with the VADER lexicon, "
-                         f"which scores sentiment; {target!r} is a {dom.task} domain. Use label_free=0 there.")
+    if label_free < 0: raise ValueError(f"label_free counts unlabelled target sentences: give 0 (off) or more, got {label_free}.")
+    if label_free and list(dom.labels) != ['negative', 'neutral', 'positive']:
+        raise ValueError(f"label_free compares the model with the VADER lexicon, which scores sentiment; {target!r} is a "
+                         f"{dom.task} domain. Use label_free=0 there.")
     sources = source_domains(source) if source else []
     source = '+'.join(sources) or None
     for other in [*sources, *also_test_on]:
