@@ -39,10 +39,11 @@ def test_predict_bad_input(demo_run, tmp_path):
 
 def test_train(tmp_path):
     out = tmp_path/'run'
-    r = xdt('train', 'amazon', '--method', 'target_only', '--n-labels', 48, '--epochs', 1, '--out-dir', out)
+    r = xdt('train', 'amazon', '--method', 'target_only', '--n-labels', 48, '--epochs', 1, '--out-dir', out, '--label-free', 40)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'macro-F1' in r.stdout
     rec = pd.read_json(out/'records.jsonl', lines=True).iloc[0]
     assert rec.n_target_labels == 48 and rec.command.startswith('xdt train amazon')
+    assert rec.n_label_free == 40 and 0 <= rec.lexicon_agreement <= 1 and 1 / 3 <= rec.mean_confidence <= 1, rec
     assert (out/'model'/'model.safetensors').exists() and (out/'confusion.png').exists()
     assert not (out/'checkpoint').exists()   # removed once the run is recorded

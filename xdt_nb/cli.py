@@ -111,7 +111,8 @@ def _cmd_train(a):
     out = Path(a.out_dir or get_settings().output_dir/f'train_{a.source or a.target}_{a.target}_{a.method}_s{a.seed}')
     r = run_experiment(a.target, a.method, source=a.source, n_target_labels=a.n_labels, seed=a.seed, cfg=cfg,
                        model_name=a.model, out_dir=out, records=out/'records.jsonl', notebook='cli',
-                       max_source=a.max_source, command=shlex.join(['xdt'] + sys.argv[1:]), resume=a.resume)
+                       max_source=a.max_source, command=shlex.join(['xdt'] + sys.argv[1:]), resume=a.resume,
+                       label_free=a.label_free)
     from accelerate import PartialState
     if r.model is not None and PartialState().is_main_process: save_model(r.model, r.tokenizer, out/'model', r.record)
     print(f"{r.record['source']} → {r.record['target']} {a.method}: macro-F1 {r.record['macro_f1']:.3f}, "
@@ -144,6 +145,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument('--lr', type=float, default=1e-4); t.add_argument('--batch-size', type=int, default=16)
     t.add_argument('--alpha', type=float, default=0.0); t.add_argument('--min-steps', type=int, default=0)
     t.add_argument('--max-source', type=int, default=None)
+    t.add_argument('--label-free', type=int, default=0, metavar='N',
+                   help='also score the model on N unlabelled target sentences: agreement with the VADER lexicon, mean confidence (sentiment)')
     t.add_argument('--mixed-precision', default='no', choices=['no', 'bf16', 'fp16'])
     t.add_argument('--model', default=None, help='encoder name or folder (default: settings)')
     t.add_argument('--out-dir', default=None); t.add_argument('--resume', action='store_true')
