@@ -454,7 +454,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     cfg = dataclasses.replace(cfg or TrainConfig(), seed=seed)
     tgt, dom = load_domain(target), get_domain(target)
     if label_free < 0: raise ValueError(f"label_free counts unlabelled target sentences: give 0 (off) or more, got {label_free}.")
-    if label_free and list(dom.labels) != ['negative', 'neutral', 'positive']:
+    if label_free and dom.task != 'sentiment':
         raise ValueError(f"label_free compares the model with the VADER lexicon, which scores sentiment; {target!r} is a "
                          f"{dom.task} domain. Use label_free=0 there.")
     sources = source_domains(source) if source else []
@@ -483,11 +483,12 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     for name in [target, *also_test_on]:
         test = target_test(name, max_test)
         predict, adapted = trained.predict_proba, {}
-        if trained.for_target: predict, adapted = trained.for_target(_cap(load_domain(name, 'train'), max_unlabelled, seed).text.tolist())
+        unlabelled = load_domain(name, 'train') if trained.for_target or label_free else None  # its text only
+        if trained.for_target: predict, adapted = trained.for_target(_cap(unlabelled, max_unlabelled, seed).text.tolist())
         proba = predict(test.text.tolist())
         metrics = classification_metrics(test.label, [task.labels[i] for i in proba.argmax(-1)], task.labels)
         if label_free:
-            texts = _cap(load_domain(name, 'train'), label_free, seed).text.tolist()
+            texts = _cap(unlabelled, label_free, seed).text.tolist()
             adapted = adapted | label_free_scores(predict(texts), vader_classes(texts))
         record = base | adapted | dict(dataset=name, target=name, accuracy=metrics['accuracy'], macro_f1=metrics['macro_f1'],
                              weighted_f1=metrics['weighted_f1'], n_test=len(test))
