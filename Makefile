@@ -44,6 +44,7 @@ demo: data
 bench: install
 	$(BIN)/python tests/bench_padding.py
 	$(BIN)/python tests/bench_threads.py
+	$(BIN)/python tests/bench_encoders.py
 
 # CI: the notebooks are the source; exporting and cleaning them must change nothing
 sync-check: install
