@@ -7,7 +7,6 @@ slow-down, the figure behind "Is it the encoder?" in `11_cross_domain`. Not a pa
 """
 import torch
 from bench_padding import N, BS, throughput
-from xdt_nb.core import set_seed
 from xdt_nb.data import label_space, load_domain
 from xdt_nb.model import TextDataset, load_classifier, load_tokenizer, make_loader
 from xdt_nb.train import label_ids
@@ -22,8 +21,7 @@ def main():
     for name in ENCODERS:
         tok = load_tokenizer(name)
         loader = make_loader(TextDataset(tok, df.text.tolist(), label_ids(df.label, labels)), tok, BS, shuffle=True)
-        set_seed(0)
-        model = load_classifier(labels, name, seed=0)
+        model = load_classifier(labels, name, seed=0)  # seeds its head; make_loader seeds the batch order
         rows[name] = (sum(p.numel() for p in model.parameters()) / 1e6, throughput(loader, model))
     base = rows[ENCODERS[0]][1]
     print(f"{'encoder':20s} {'params (M)':>10s} {'samples/s':>10s} {'time':>6s}")
