@@ -142,7 +142,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument('target'); t.add_argument('--method', default='target_only'); t.add_argument('--source', help="source domain; several share --max-source: 'movie+nyt'")
     t.add_argument('--n-labels', type=int, default=None, help='target labels (default: all)')
     t.add_argument('--seed', type=int, default=0); t.add_argument('--epochs', type=int, default=3)
-    t.add_argument('--lr', type=float, default=1e-4); t.add_argument('--batch-size', type=int, default=16)
+    t.add_argument('--lr', type=float, default=None, help="default: the encoder's suggested rate"); t.add_argument('--batch-size', type=int, default=16)
     t.add_argument('--alpha', type=float, default=0.0); t.add_argument('--min-steps', type=int, default=0)
     t.add_argument('--max-source', type=int, default=None)
     t.add_argument('--label-free', type=int, default=0, metavar='N',

@@ -17,8 +17,8 @@ from .core import Settings, get_settings, set_seed
 from .data import RESOURCES, fetch
 
 # %% auto #0
-__all__ = ['resolve_model', 'load_tokenizer', 'load_encoder', 'load_classifier', 'LengthBucketBatchSampler', 'TextDataset',
-           'make_loader', 'padding_share', 'embed']
+__all__ = ['SMALL_ENCODER_WIDTH', 'resolve_model', 'load_tokenizer', 'load_encoder', 'load_classifier', 'suggested_lr',
+           'LengthBucketBatchSampler', 'TextDataset', 'make_loader', 'padding_share', 'embed']
 
 # %% ../nbs/02_model.ipynb #474567c1
 def resolve_model(name:str|None=None, settings:Settings|None=None) -> str:
@@ -59,6 +59,16 @@ def load_classifier(labels, name:str|None=None, settings:Settings|None=None, see
     return AutoModelForSequenceClassification.from_pretrained(
         resolve_model(name, settings), num_labels=len(labels),
         id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+
+# %% ../nbs/02_model.ipynb #9b6dc697
+SMALL_ENCODER_WIDTH = 512   # hidden size up to which an encoder is small (MiniLM-L6: 384; base-size models: 768)
+
+def suggested_lr(model=None, settings:Settings|None=None) -> float:
+    "Peak fine-tuning learning rate for an encoder given by name, folder, hub name or loaded model: 1e-4 small, 2e-5 base-size."
+    from transformers import AutoConfig
+    config = model.config if hasattr(model, 'config') else AutoConfig.from_pretrained(resolve_model(model, settings))
+    return 1e-4 if config.hidden_size <= SMALL_ENCODER_WIDTH else 2e-5
+
 
 # %% ../nbs/02_model.ipynb #f9bae21e
 class LengthBucketBatchSampler(Sampler):

@@ -6,8 +6,8 @@ Docs: https://xdt-nb.github.io/xdt_nb/train.html.md"""
 
 # %% ../nbs/03_train.ipynb #5629d056
 from __future__ import annotations
-import math, random, shutil, time
-from dataclasses import dataclass, asdict
+import math, random, shutil, time, warnings
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from .adversarial import SCHEDULES, DomainClassifier, mean_pool, schedule_value
 from .core import show_progress, set_seed
-from .model import TextDataset, make_loader
+from .model import TextDataset, make_loader, suggested_lr
 
 # %% auto #0
-__all__ = ['TrainConfig', 'label_ids', 'class_weights', 'predict_logits', 'macro_f1', 'CheckpointError', 'save_checkpoint',
-           'load_checkpoint', 'FitResult', 'layer_depths', 'param_groups', 'freeze_untrained', 'fit']
+__all__ = ['TrainConfig', 'resolve_lr', 'label_ids', 'class_weights', 'predict_logits', 'macro_f1', 'CheckpointError',
+           'save_checkpoint', 'load_checkpoint', 'FitResult', 'layer_depths', 'param_groups', 'freeze_untrained', 'fit']
 
 # %% ../nbs/03_train.ipynb #712f580b
 @dataclass
@@ -32,7 +32,7 @@ class TrainConfig:
     "Hyper-parameters of one training run."
     epochs: int = 3             # passes over the longer of target/source
     batch_size: int = 16
-    lr: float = 1e-4            # peak learning rate (AdamW); small encoders like MiniLM want more than BERT's 2e-5
+    lr: float|None = None       # peak learning rate (AdamW); None: the encoder's `suggested_lr` (1e-4 small, 2e-5 base-size)
     weight_decay: float = 0.01
     warmup: float = 0.1         # fraction of steps with rising learning rate
     max_grad_norm: float = 1.0  # gradient clipping
@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        checks = dict(epochs=self.epochs >= 1, batch_size=self.batch_size >= 1, lr=self.lr > 0,
+        checks = dict(epochs=self.epochs >= 1, batch_size=self.batch_size >= 1, lr=self.lr is None or self.lr > 0,
                       weight_decay=self.weight_decay >= 0, warmup=0 <= self.warmup < 1, max_grad_norm=self.max_grad_norm > 0,
                       alpha=self.alpha >= 0, alpha_schedule=self.alpha_schedule in SCHEDULES,
                       adversarial=self.adversarial >= 0, layer_lr_decay=0 < self.layer_lr_decay <= 1,
@@ -63,6 +63,17 @@ class TrainConfig:
                                  "0 <= warmup < 1; alpha, weight_decay, min_steps, unfreeze_epochs >= 0; 0 < layer_lr_decay <= 1; "
                                  "8 <= max_length <= 512; "
                                  f"mixed_precision in no/bf16/fp16; alpha_schedule in {SCHEDULES}.")
+
+# %% ../nbs/03_train.ipynb #964dda3e
+def resolve_lr(cfg:TrainConfig, model=None) -> TrainConfig:
+    "`cfg` with `lr` set for `model` (name, folder or loaded model; None: the default encoder) when it is None; warns when over twice the suggestion."
+    suggested = suggested_lr(model)
+    if cfg.lr is None: return replace(cfg, lr=suggested)
+    if cfg.lr > 2 * suggested:
+        warnings.warn(f"lr={cfg.lr:g} is over twice the rate suggested for this encoder ({suggested:g}): a base-size "
+                      f"encoder loses what it learned in pretraining at a small encoder's rate (all-mpnet-base-v2 on movie "
+                      f"reviews: weighted F1 .763 at 1e-4, .875 at 2e-5). Fix: lr=None (the suggested rate) or a smaller lr.")
+    return cfg
 
 # %% ../nbs/03_train.ipynb #84b9abff
 def label_ids(labels_col, labels) -> np.ndarray:
@@ -224,7 +235,7 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
     "Minimise L_t + alpha * L_s (+ adversarial domain loss) with AdamW on Accelerate; keep the best dev macro-F1 weights."
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
-    cfg, labels, K = cfg or TrainConfig(), list(labels), len(list(labels))
+    cfg, labels, K = resolve_lr(cfg or TrainConfig(), model), list(labels), len(list(labels))
     has_t, has_s = train is not None and len(train) > 0, source is not None and len(source) > 0
     if not has_t and not has_s: raise ValueError("Nothing to train on: pass target `train` rows, `source` rows, or both.")
     adv = cfg.adversarial > 0

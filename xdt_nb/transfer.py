@@ -19,7 +19,7 @@ from .core import get_settings
 from .data import get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .model import load_classifier, load_tokenizer
-from .train import TrainConfig, _tensors, fit, label_ids, macro_f1
+from .train import TrainConfig, _tensors, fit, label_ids, macro_f1, resolve_lr
 
 # %% auto #0
 __all__ = ['METHODS', 'ALPHA_GRID', 'VADER_SCORES', 'SELF_TRAIN_POOL', 'SELF_TRAIN_SHARE', 'MODEL_WEIGHTS', 'few_shot',
@@ -451,7 +451,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     if others and learns_target:
         raise ValueError(f"Method {method!r} learns from its target, so its model cannot stand for other targets "
                          f"{others}; run each target (only subsets of {target!r} may share its model).")
-    cfg = dataclasses.replace(cfg or TrainConfig(), seed=seed)
+    cfg = resolve_lr(dataclasses.replace(cfg or TrainConfig(), seed=seed), model_name)   # records carry the rate used
     tgt, dom = load_domain(target), get_domain(target)
     if label_free < 0: raise ValueError(f"label_free counts unlabelled target sentences: give 0 (off) or more, got {label_free}.")
     if label_free and dom.task != 'sentiment':
