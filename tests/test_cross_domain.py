@@ -77,3 +77,17 @@ def test_multi_source_few_shot(study):
     in_domain = transfer_matrix(recs, 'source_only', 'weighted_f1')[0].loc['tweets', 'tweets']
     assert abs(m['targets_met']['labels_64_gap_to_in_domain_multi_source'] - (in_domain - seq['amazon+nyt'])) < 1e-9, m['targets_met']
     assert abs(m['few_shot']['sequential n=64'] - seq['amazon']) < 1e-4, m['few_shot']  # the few-shot curves leave it out
+
+def test_report_keeps_one_encoder(study, tmp_path):
+    # the study's records again, plus a copy said to come from another encoder with every score zeroed: a report-only run
+    # must leave the copy out (averaged in, it would halve every cell), say so, and reproduce the study's own figures
+    recs = read_records(study/'records.jsonl')
+    other = recs.assign(model='other-encoder', weighted_f1=0.0, macro_f1=0.0, accuracy=0.0)
+    other.to_json(tmp_path/'other.jsonl', orient='records', lines=True)
+    report = run_headless('11_cross_domain', SLICE | dict(zero_shot_methods=[], few_shot_methods=[], n_labels=[], label_free_sample=0,
+                                                           include_records=[str(study/'records.jsonl'), str(tmp_path/'other.jsonl')]),
+                          tmp_path/'report')
+    assert f"Left out {len(other)} records of ['other-encoder']" in (report/'11_cross_domain.ipynb').read_text()
+    m, m0 = (json.loads((d/'metrics.json').read_text()) for d in (report, study))
+    assert m['model'] == m0['model'] and m['targets_met'] == m0['targets_met'], (m['targets_met'], m0['targets_met'])
+    assert (report/'table5.md').read_text() == (study/'table5.md').read_text()
