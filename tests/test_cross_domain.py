@@ -84,10 +84,12 @@ def test_report_keeps_one_encoder(study, tmp_path):
     recs = read_records(study/'records.jsonl')
     other = recs.assign(model='other-encoder', weighted_f1=0.0, macro_f1=0.0, accuracy=0.0)
     other.to_json(tmp_path/'other.jsonl', orient='records', lines=True)
-    report = run_headless('11_cross_domain', SLICE | dict(zero_shot_methods=[], few_shot_methods=[], n_labels=[], label_free_sample=0,
+    # seeds=[0, 1, 2]: a report-only run trains nothing, so metrics.json must give the seeds of the records it reports, not these
+    report = run_headless('11_cross_domain', SLICE | dict(zero_shot_methods=[], few_shot_methods=[], n_labels=[], seeds=[0, 1, 2], label_free_sample=0,
                                                            include_records=[str(study/'records.jsonl'), str(tmp_path/'other.jsonl')]),
                           tmp_path/'report')
     assert f"Left out {len(other)} records of ['other-encoder']" in (report/'11_cross_domain.ipynb').read_text()
     m, m0 = (json.loads((d/'metrics.json').read_text()) for d in (report, study))
     assert m['model'] == m0['model'] and m['targets_met'] == m0['targets_met'], (m['targets_met'], m0['targets_met'])
     assert (report/'table5.md').read_text() == (study/'table5.md').read_text()
+    assert m['seeds'] == m0['seeds'] == [0] and m['n_labels'] == m0['n_labels'] == [0, 64], (m['seeds'], m['n_labels'])
