@@ -14,6 +14,11 @@ def xdt(*args, cwd=ROOT):
     env = os.environ | {'XDT_PROGRESS': '0'}
     return subprocess.run([XDT, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
 
+def read_json(path):
+    "The JSON object in `path`, strictly: a bare `NaN` or `Infinity` (Python's default, not JSON) fails the test."
+    def not_json(token): pytest.fail(f'{path} holds {token}, which is not JSON (jq and browsers reject it); write it with xdt_nb.core.write_json.')
+    return json.loads(Path(path).read_text(), parse_constant=not_json)
+
 def run_headless(notebook, params, out):
     "`xdt run notebook -p k v ...` into `out`; fails the test with the notebook's error if it fails."
     args = ['run', notebook, '--out-dir', out, '--timeout', 1800]  # CI: a hung cell fails in 30 min, not at the job limit

@@ -1,8 +1,8 @@
 "Regression test: a small real slice of the cross-domain study, run headlessly with papermill."
-import json
+
 import pytest
 from xdt_nb.evaluate import RECORD_FIELDS, read_records, transfer_matrix
-from conftest import run_headless
+from conftest import read_json, run_headless
 
 # one few-shot pair, amazon -> tweets: the zero-shot part trains amazon's source-only model last, so `sequential` reuses it;
 # and amazon + nyt -> tweets, a multi-source source stage
@@ -34,7 +34,7 @@ def test_records(study):
 
 def test_models_beat_the_floors(study):
     recs = read_records(study/'records.jsonl')
-    m = json.loads((study/'metrics.json').read_text())
+    m = read_json(study/'metrics.json')
     mean, _ = transfer_matrix(recs, 'source_only', 'weighted_f1')
     assert recs.model.unique().tolist() == [m['model']], (m['model'], recs.model.unique())  # one encoder per report
     # in-domain fine-tuning on 400 tweets: far above always-positive (weighted F1 ~0.50 on tweets)
@@ -50,7 +50,7 @@ def test_models_beat_the_floors(study):
 
 def test_label_free_choice(study):
     recs = read_records(study/'records.jsonl')
-    m = json.loads((study/'metrics.json').read_text())
+    m = read_json(study/'metrics.json')
     # every zero-shot model but the lexicon itself was scored on 100 unlabelled sentences of each target
     scored = recs[recs.n_target_labels == 0].groupby('method').n_label_free.agg(lambda s: s.dropna().tolist()).to_dict()
     assert scored['vader_lexicon'] == [] and all(v == [100] * 4 for k, v in scored.items() if k != 'vader_lexicon'), scored
@@ -66,7 +66,7 @@ def test_label_free_choice(study):
 
 def test_multi_source_few_shot(study):
     recs = read_records(study/'records.jsonl')
-    m = json.loads((study/'metrics.json').read_text())
+    m = read_json(study/'metrics.json')
     seq = recs[recs.method == 'sequential'].set_index('source').weighted_f1
     # the multi-source run against the one single source of the slice, kept apart from every single-source table
     assert list(m['multi_source_few_shot']) == ['sequential 64 tweets amazon+nyt'], m['multi_source_few_shot']  # a row per pool of sources
@@ -90,7 +90,7 @@ def test_report_keeps_one_encoder(study, tmp_path):
                                                            include_records=[str(study/'records.jsonl'), str(tmp_path/'other.jsonl')]),
                           tmp_path/'report')
     assert f"Left out {len(other)} records of ['other-encoder']" in (report/'11_cross_domain.ipynb').read_text()
-    m, m0 = (json.loads((d/'metrics.json').read_text()) for d in (report, study))
+    m, m0 = (read_json(d/'metrics.json') for d in (report, study))
     assert m['model'] == m0['model'] and m['targets_met'] == m0['targets_met'], (m['targets_met'], m0['targets_met'])
     assert (report/'table5.md').read_text() == (study/'table5.md').read_text()
     assert m['seeds'] == m0['seeds'] == [0] and m['n_labels'] == m0['n_labels'] == [0, 64], (m['seeds'], m['n_labels'])
@@ -100,7 +100,7 @@ def test_one_domain_report(study, tmp_path):
     # that compare sources are empty, and the report must still give the in-domain score against the human rater
     report = run_headless('11_cross_domain', SLICE | dict(domains=['tweets'], zero_shot_methods=[], few_shot_methods=[], n_labels=[], label_free_sample=0,
                                                            include_records=[str(study/'records.jsonl')]), tmp_path/'report')
-    m, m0 = (json.loads((d/'metrics.json').read_text()) for d in (report, study))
+    m, m0 = (read_json(d/'metrics.json') for d in (report, study))
     assert m['in_domain']['ours weighted F1'] == {'tweets': m0['in_domain']['ours weighted F1']['tweets']}, m['in_domain']
     assert m['targets_met']['in_domain_above_human'] == {'tweets': m0['targets_met']['in_domain_above_human']['tweets']}
     assert m['domain_distance']['best_source'] == {} and (report/'domain_distance.png').exists(), m['domain_distance']

@@ -1,10 +1,10 @@
 "Regression test: a small real slice of the finance case study (needs the Financial PhraseBank, as CI has)."
-import json
+
 import pytest
 from xdt_nb.core import get_settings
 from xdt_nb.data import PHRASEBANK_DIR
 from xdt_nb.evaluate import read_records
-from conftest import run_headless
+from conftest import read_json, run_headless
 
 # The main fine-tuning at a size where its margin over the floors is real. The ablations (one of them after minutes of
 # masked-LM training), the general-domain transfer runs and the topic curve run tiny under nbdev-test (12's IN_TEST sizes).
@@ -23,7 +23,7 @@ def test_report_files(finance):
         assert (finance/name).exists(), name
 
 def test_fine_tuned_beats_floors(finance):
-    m = json.loads((finance/'metrics.json').read_text())
+    m = read_json(finance/'metrics.json')
     ft, maj = m['finetuned']['phrasebank-50'], m['majority']['phrasebank-50']
     # 1,000 finance sentences: far above always-neutral (~0.6 accuracy, ~0.25 macro-F1)
     assert ft['accuracy'] >= maj['accuracy'] + 0.15 and ft['macro_f1'] >= maj['macro_f1'] + 0.35, m

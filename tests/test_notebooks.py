@@ -1,7 +1,7 @@
 "Regression tests: the parametrized demo notebook, run headlessly, must produce real numbers."
-import json
+
 from xdt_nb.evaluate import RECORD_FIELDS, read_records
-from conftest import DEMO_CI_PARAMS
+from conftest import DEMO_CI_PARAMS, read_json
 
 def test_demo_writes_report(demo_run):
     for name in ('07_demo.ipynb', 'run.json', 'results.md', 'results.csv', 'results.png', 'metrics.json', 'records.jsonl',
@@ -9,7 +9,7 @@ def test_demo_writes_report(demo_run):
         assert (demo_run/name).exists(), name
 
 def test_fine_tuned_beats_majority(demo_run):
-    m = json.loads((demo_run/'metrics.json').read_text())['methods']
+    m = read_json(demo_run/'metrics.json')['methods']
     # transfer from 400 tweets + 64 Amazon labels must clear the majority class by a real margin
     assert m['joint']['macro_f1'] >= m['majority']['macro_f1'] + 0.20, m
     assert m['joint']['accuracy'] >= m['majority']['accuracy'] + 0.10, m

@@ -6,11 +6,11 @@ Docs: https://xdt-nb.github.io/xdt_nb/cli.html.md"""
 
 # %% ../nbs/06_cli.ipynb #6541ab66
 from __future__ import annotations
-import argparse, ast, json, os, shlex, sys, time
+import argparse, ast, os, shlex, sys, time
 from pathlib import Path
 
 from fastcore.imports import in_ipython
-from .core import configure_threads, find_settings_file, get_settings
+from .core import configure_threads, find_settings_file, get_settings, write_json
 
 # %% auto #0
 __all__ = ['project_root', 'find_notebook', 'parse_value', 'notebook_parameters', 'machine_info', 'run_notebook', 'make_parser',
@@ -76,8 +76,8 @@ def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, ti
     pm.execute_notebook(str(nb), str(out/nb.name), parameters=params, kernel_name='python3',
                         execution_timeout=timeout or None, progress_bar=False, cwd=str(nb.parent))
     wall = time.time() - t0
-    (out/'run.json').write_text(json.dumps(dict(notebook=nb.stem, command=params.get('command'), parameters=params,
-                                                started=started, wall_seconds=round(wall), machine=machine_info()), indent=1))
+    write_json(out/'run.json', dict(notebook=nb.stem, command=params.get('command'), parameters=params,
+                                  started=started, wall_seconds=round(wall), machine=machine_info()))
     print(f'{nb.stem}: done in {wall:.0f} s; executed notebook and outputs in {out}')
     return out
 

@@ -6,15 +6,17 @@ Docs: https://xdt-nb.github.io/xdt_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #252b32a2
 from __future__ import annotations
-import configparser, os
+import configparser, json, math, os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'SETTINGS_SECTION', 'DEFAULT_SETTINGS', 'Settings', 'find_settings_file', 'load_settings',
-           'get_settings', 'in_test', 'show_progress', 'set_seed', 'default_device', 'configure_threads', 'run_dir']
+           'get_settings', 'in_test', 'show_progress', 'set_seed', 'default_device', 'configure_threads', 'run_dir',
+           'to_json', 'write_json']
 
 # %% ../nbs/00_core.ipynb #9cf2e53f
 SETTINGS_FILE = 'settings.ini'
@@ -124,3 +126,22 @@ def run_dir(name:str, root:Path|str|None=None) -> Path:
     d = Path(root or get_settings().output_dir)/name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/00_core.ipynb #a0ea6a38
+def _json_safe(o):
+    "`o` with non-finite floats as `None` and NumPy scalars as Python numbers, all the way down."
+    if isinstance(o, dict): return {k if isinstance(k, (str, int, float, bool)) or k is None else str(k): _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_json_safe(v) for v in o]
+    if isinstance(o, np.generic): o = o.item()
+    if isinstance(o, float) and not math.isfinite(o): return None
+    return o
+
+def to_json(obj, indent:int|None=None) -> str:
+    "Strict JSON for `obj`: NaN and infinities become `null`, unknown objects their `str`."
+    return json.dumps(_json_safe(obj), indent=indent, default=str, allow_nan=False)
+
+def write_json(path:Path|str, obj, indent:int|None=1) -> Path:
+    "Write `obj` to `path` as strict JSON (see `to_json`); returns the path."
+    path = Path(path)
+    path.write_text(to_json(obj, indent=indent), encoding='utf-8')
+    return path

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .core import to_json
 from .model import TextDataset, make_loader
 from .train import predict_logits
 
@@ -95,7 +96,7 @@ def append_record(path:Path|str, record:dict) -> dict:
     missing = [f for f in RECORD_FIELDS if f not in record]
     if missing: raise ValueError(f"Record is missing field(s) {missing}; every record needs {list(RECORD_FIELDS)}.")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'a', encoding='utf-8') as f: f.write(json.dumps(record, default=str) + '\n')
+    with open(path, 'a', encoding='utf-8') as f: f.write(to_json(record) + '\n')
     return record
 
 def read_records(path:Path|str) -> pd.DataFrame:

@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/pretrain.html.md"""
 
 # %% ../nbs/03a_pretrain.ipynb #978ee762
 from __future__ import annotations
-import json, math, shutil, time
+import math, shutil, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .core import show_progress, set_seed
+from .core import show_progress, set_seed, write_json
 from .model import LengthBucketBatchSampler, load_tokenizer, resolve_model, _quiet_transformers
 
 # %% auto #0
@@ -153,8 +153,8 @@ def further_pretrain(texts,                      # unlabelled text of the target
         tmp = out_dir.with_name(out_dir.name + '.tmp')
         if tmp.exists(): shutil.rmtree(tmp)
         acc.unwrap_model(model).save_pretrained(tmp); tokenizer.save_pretrained(tmp)
-        (tmp/'pretrain.json').write_text(json.dumps(dict(start=str(model_name or 'default'), config=asdict(cfg), n_texts=len(texts),
-                                                          n_windows=len(windows), history=history, train_seconds=seconds), indent=1))
+        write_json(tmp/'pretrain.json', dict(start=str(model_name or 'default'), config=asdict(cfg), n_texts=len(texts),
+                                                n_windows=len(windows), history=history, train_seconds=seconds))
         if out_dir.exists(): shutil.rmtree(out_dir)
         tmp.replace(out_dir)
     acc.wait_for_everyone()

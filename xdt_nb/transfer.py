@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from accelerate import PartialState
 
-from .core import get_settings
+from .core import get_settings, write_json
 from .data import get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .model import load_classifier, load_tokenizer
@@ -495,7 +495,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
         if out_dir and is_main:
             d = Path(out_dir) if name == target else Path(out_dir)/f'test_{name}'
             d.mkdir(parents=True, exist_ok=True)
-            (d/'metrics.json').write_text(json.dumps(metrics | dict(record=record), indent=1, default=str))
+            write_json(d/'metrics.json', metrics | dict(record=record))
             plot_confusion(metrics, d/'confusion.png', title=f'{source or target} → {name}, {method}: macro-F1 {metrics["macro_f1"]:.3f}')
         if records and is_main: append_record(records, record)
         results.append((record, metrics))
@@ -509,7 +509,7 @@ def save_model(model, tokenizer, path:Path|str, record:dict|None=None) -> Path:
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-    if record is not None: (path/'xdt_record.json').write_text(json.dumps(record, indent=1, default=str))
+    if record is not None: write_json(path/'xdt_record.json', record)
     return path
 
 def load_model(path:Path|str):
