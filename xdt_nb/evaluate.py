@@ -18,9 +18,9 @@ from .model import TextDataset, make_loader
 from .train import predict_logits
 
 # %% auto #0
-__all__ = ['RECORD_FIELDS', 'classification_metrics', 'majority_baseline', 'predict_proba', 'evaluate', 'plot_confusion',
-           'append_record', 'read_records', 'summarise', 'mean_std', 'plot_summary', 'transfer_matrix', 'format_matrix',
-           'negative_transfer', 'plot_heatmap']
+__all__ = ['RECORD_FIELDS', 'CELL_FIELDS', 'classification_metrics', 'majority_baseline', 'predict_proba', 'evaluate',
+           'plot_confusion', 'append_record', 'read_records', 'summarise', 'mean_std', 'drop_repeats', 'plot_summary',
+           'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
 
 # %% ../nbs/04_evaluate.ipynb #14bef23c
 def classification_metrics(y_true, y_pred, labels) -> dict:
@@ -123,6 +123,19 @@ def mean_std(summary:pd.DataFrame, metric:str='macro_f1', digits:int=3) -> pd.Se
     m, s = summary[f'{metric}_mean'], summary[f'{metric}_std']
     return pd.Series([f'{a:.{digits}f}' + ('' if math.isnan(b) else f' ± {b:.{digits}f}') for a, b in zip(m, s)],
                      index=summary.index)
+
+# %% ../nbs/04_evaluate.ipynb #8cbe1b4a
+CELL_FIELDS = ('model', 'source', 'target', 'method', 'n_target_labels', 'seed', 'n_source', 'n_test', 'config')
+
+def drop_repeats(records:pd.DataFrame, fields=CELL_FIELDS) -> pd.DataFrame:
+    "One record per experiment cell (the `fields` it has): of repeats, the one with the latest `run_id`."
+    if records.empty: return records
+    key = [f for f in fields if f in records]
+    # configs are dicts: compare them as sorted JSON, and a missing field as one value, not as NaN != NaN
+    cells = records[key].apply(lambda col: col.map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict) else '-' if v is None or v != v else v))
+    order = records.run_id.fillna('') if 'run_id' in records else pd.Series(range(len(records)), index=records.index)
+    latest = order.sort_values(kind='stable').index
+    return records.loc[~cells.loc[latest].duplicated(keep='last').reindex(records.index)]
 
 # %% ../nbs/04_evaluate.ipynb #5a7b4f13
 def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro_f1', baseline:float|None=None,
