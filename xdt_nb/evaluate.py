@@ -125,7 +125,7 @@ def mean_std(summary:pd.DataFrame, metric:str='macro_f1', digits:int=3) -> pd.Se
                      index=summary.index)
 
 # %% ../nbs/04_evaluate.ipynb #8cbe1b4a
-CELL_FIELDS = ('model', 'source', 'target', 'method', 'n_target_labels', 'seed', 'n_source', 'n_test', 'config')
+CELL_FIELDS = ('model', 'source', 'target', 'method', 'n_target_labels', 'seed', 'n_source', 'n_dev', 'n_test', 'config')
 
 def drop_repeats(records:pd.DataFrame, fields=CELL_FIELDS) -> pd.DataFrame:
     "One record per experiment cell (the `fields` it has): of repeats, the one with the latest `run_id`."
