@@ -130,12 +130,10 @@ CELL_FIELDS = ('model', 'source', 'target', 'method', 'n_target_labels', 'seed',
 def drop_repeats(records:pd.DataFrame, fields=CELL_FIELDS) -> pd.DataFrame:
     "One record per experiment cell (the `fields` it has): of repeats, the one with the latest `run_id`."
     if records.empty: return records
-    key = [f for f in fields if f in records]
-    # configs are dicts: compare them as sorted JSON, and a missing field as one value, not as NaN != NaN
-    cells = records[key].apply(lambda col: col.map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict) else '-' if v is None or v != v else v))
-    order = records.run_id.fillna('') if 'run_id' in records else pd.Series(range(len(records)), index=records.index)
-    latest = order.sort_values(kind='stable').index
-    return records.loc[~cells.loc[latest].duplicated(keep='last').reindex(records.index)]
+    # configs are dicts, unhashable: compare them as sorted JSON (`duplicated` already counts NaN equal to NaN)
+    cells = records[[f for f in fields if f in records]].map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict) else v)
+    if 'run_id' in records: cells = cells.loc[records.run_id.fillna('').sort_values(kind='stable').index]
+    return records[~cells.duplicated(keep='last').reindex(records.index)]
 
 # %% ../nbs/04_evaluate.ipynb #5a7b4f13
 def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro_f1', baseline:float|None=None,
