@@ -19,8 +19,8 @@ from .train import predict_logits
 
 # %% auto #0
 __all__ = ['RECORD_FIELDS', 'CELL_FIELDS', 'classification_metrics', 'majority_baseline', 'predict_proba', 'evaluate',
-           'plot_confusion', 'append_record', 'read_records', 'summarise', 'mean_std', 'drop_repeats', 'plot_summary',
-           'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
+           'plot_confusion', 'append_record', 'read_records', 'summarise', 'mean_std', 'drop_repeats', 'uneven_seeds',
+           'plot_summary', 'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
 
 # %% ../nbs/04_evaluate.ipynb #14bef23c
 def classification_metrics(y_true, y_pred, labels) -> dict:
@@ -134,6 +134,12 @@ def drop_repeats(records:pd.DataFrame, fields=CELL_FIELDS) -> pd.DataFrame:
     cells = records[[f for f in fields if f in records]].map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict) else v)
     if 'run_id' in records: cells = cells.loc[records.run_id.fillna('').sort_values(kind='stable').index]
     return records[~cells.duplicated(keep='last').reindex(records.index)]
+
+# %% ../nbs/04_evaluate.ipynb #e1a2b3c5
+def uneven_seeds(records:pd.DataFrame, by=('method', 'n_target_labels')) -> list:
+    "The `by` cells whose seeds did not all run the same (source, target) pairs."
+    pairs = records.groupby([*by, 'seed'])[['source', 'target']].apply(lambda g: frozenset(zip(g.source, g.target)))
+    return [] if pairs.empty else pairs.groupby(level=list(range(len(by)))).nunique().loc[lambda n: n > 1].index.tolist()
 
 # %% ../nbs/04_evaluate.ipynb #5a7b4f13
 def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro_f1', baseline:float|None=None,
