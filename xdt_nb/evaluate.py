@@ -179,10 +179,11 @@ def negative_transfer(records:pd.DataFrame, metric:str='macro_f1', reference:str
                       majority:dict|None=None) -> pd.DataFrame:
     "Per (method, source, target, n_target_labels): the mean `metric`, the reference's, and flags for negative transfer."
     keys = ['method', 'source', 'target', 'n_target_labels']
-    m = records.groupby(keys)[metric].mean().rename('score').reset_index()
-    ref = (records[records.method == reference].groupby(['target', 'n_target_labels'])[metric].mean()
+    # the reference on the seeds the cell ran: a cell run on fewer seeds is not compared with other draws of the labels
+    ref = (records[records.method == reference].groupby(['target', 'n_target_labels', 'seed'])[metric].mean()
            .rename('target_only').reset_index())
-    m = m.merge(ref, on=['target', 'n_target_labels'], how='left')
+    m = (records.merge(ref, on=['target', 'n_target_labels', 'seed'], how='left')
+         .groupby(keys)[[metric, 'target_only']].mean().rename(columns={metric: 'score'}).reset_index())
     m['below_target_only'] = (m.method != reference) & (m.source != m.target) & (m.score < m.target_only)
     m['majority'] = m.target.map(majority or {})
     m['below_majority'] = m.score < m.majority
