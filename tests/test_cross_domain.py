@@ -16,7 +16,7 @@ def study(tmp_path_factory):
 
 def test_report_files(study):
     for name in ('11_cross_domain.ipynb', 'table5.md', 'few_shot.png', 'metrics.json', 'negative_transfer.csv',
-                 'heatmap_source_only.png', 'heatmap_sequential.png'):
+                 'heatmap_source_only.png', 'heatmap_sequential.png', 'gap_by_pair.png', 'gap_by_pair.md'):
         assert (study/name).exists(), name
 
 def test_records(study):
@@ -47,6 +47,12 @@ def test_models_beat_the_floors(study):
     assert m['targets_met']['zero_shot_share_of_mean_gap_multi_source'] is None and m['multi_source'] is None  # two domains: no pair of sources
     best_64 = recs[(recs.n_target_labels == 64) & ~recs.source.str.contains('+', regex=False)].weighted_f1.max()  # one source
     assert abs(m['targets_met']['labels_64_gap_to_in_domain_by_best_method'] - (mean.loc['tweets', 'tweets'] - best_64)) < 1e-9, m
+    # the per-pair gap: the one single-source pair's sequential run against in-domain tweets
+    seq_64 = recs[(recs.method == 'sequential') & (recs.source == 'amazon')].weighted_f1.iloc[0]
+    g = m['gap_by_pair']
+    assert g['method'] == 'sequential' and g['n_target_labels'] == 64 and list(g['gap']) == ['tweets'], g
+    assert abs(g['gap']['tweets']['amazon'] - (mean.loc['tweets', 'tweets'] - seq_64)) < 1e-4, g
+    assert g['within_02'] == (['amazon → tweets'] if g['gap']['tweets']['amazon'] <= .02 else []), g
 
 def test_label_free_choice(study):
     recs = read_records(study/'records.jsonl')
