@@ -192,7 +192,8 @@ def negative_transfer(records:pd.DataFrame, metric:str='macro_f1', reference:str
 
 # %% ../nbs/04_evaluate.ipynb #91f7072c
 def plot_heatmap(mean:pd.DataFrame, path:Path|str|None=None, title:str='', flags:pd.DataFrame|None=None,
-                 std:pd.DataFrame|None=None, vmin:float=0.3, vmax:float=1.0, cmap:str='viridis', xlabel='target', ylabel='source'):
+                 std:pd.DataFrame|None=None, vmin:float=0.3, vmax:float=1.0, cmap:str='viridis', xlabel='target', ylabel='source',
+                 digits:int=2):
     "Annotated heat-map of a source x target matrix; cells where `flags` is True get a red frame and a ▼."
     plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(1.1 * mean.shape[1] + 2.2, 0.8 * mean.shape[0] + 1.6))
@@ -202,7 +203,7 @@ def plot_heatmap(mean:pd.DataFrame, path:Path|str|None=None, title:str='', flags
             v = mean.loc[r, c]
             if pd.isna(v): continue
             flag = flags is not None and bool(flags.reindex_like(mean).fillna(False).loc[r, c])
-            s = f'{v:.2f}' + (f'\n±{std.loc[r, c]:.2f}' if std is not None and not pd.isna(std.loc[r, c]) else '') + (' ▼' if flag else '')
+            s = f'{v:.{digits}f}' + (f'\n±{std.loc[r, c]:.{digits}f}' if std is not None and not pd.isna(std.loc[r, c]) else '') + (' ▼' if flag else '')
             ax.text(j, i, s, ha='center', va='center', fontsize=8, color='white' if v < (vmin + vmax) / 2 else 'black')
             if flag: ax.add_patch(plt.Rectangle((j - .5, i - .5), 1, 1, fill=False, ec='red', lw=2))
     ax.set_xticks(range(mean.shape[1]), mean.columns, rotation=30); ax.set_yticks(range(mean.shape[0]), mean.index)
