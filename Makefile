@@ -26,15 +26,22 @@ install: $(STAMP)
 data: install
 	$(BIN)/xdt data fetch all
 
-# every notebook's cells as tests (small sizes under IN_TEST), then the papermill regression tests
+# every notebook's cells as tests (small sizes under IN_TEST), then the papermill regression tests.
+# Both run two at once, each with half the cores: two runs at torch's default thread count fight over
+# the cores and train slower together than one alone (`make bench`, bench_threads.py).
 test: data
 	$(MAKE) test-notebooks test-regression
+
+TEST_THREADS ?= $(shell expr $$(nproc) / 2 \| 1)
+test-notebooks test-regression: export XDT_THREADS = $(TEST_THREADS)
+test-notebooks test-regression: export OMP_NUM_THREADS = $(TEST_THREADS)
 
 test-notebooks:
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
+# one test file per worker (the tests of a file share one headless run)
 test-regression:
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 tests
 
 demo: data
 	$(BIN)/xdt run 07_demo

@@ -1,13 +1,10 @@
-"Shared fixtures: one papermill run of the demo notebook on a small real slice, reused by the tests."
+"Shared helpers of the regression tests: the `xdt` command line, strict JSON, a headless notebook run."
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 XDT = str(Path(sys.executable).parent/'xdt')
-
-# Small but real: 64 Amazon labels, 400 tweets, 300 Amazon test and 200 dev sentences, 2 epochs.
-DEMO_CI_PARAMS = dict(n_target_labels=64, max_source=400, max_test=300, max_dev=200, epochs=2, min_steps=60, lr=1e-4, seeds=[0])
 
 def xdt(*args, cwd=ROOT):
     "Run the `xdt` command line; the CompletedProcess."
@@ -26,8 +23,3 @@ def run_headless(notebook, params, out):
     r = xdt(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
-
-@pytest.fixture(scope='session')
-def demo_run(tmp_path_factory):
-    "Folder of a headless `xdt run 07_demo` with the CI parameters."
-    return run_headless('07_demo', DEMO_CI_PARAMS, tmp_path_factory.mktemp('demo'))

@@ -1,4 +1,4 @@
-"The `xdt` command line: each verb works, and bad input gets one clear line and exit status 2."
+"The `xdt` command line: each verb works, and bad input gets one clear line and exit status 2 (`xdt predict`: test_demo.py, on the demo's model)."
 import pandas as pd
 from conftest import xdt
 
@@ -16,26 +16,6 @@ def test_run_errors():
     assert r.returncode == 2 and 'not found' in r.stderr
     r = xdt('run', '07_demo', '-p', 'epochz', '3')
     assert r.returncode == 2 and "no parameter(s) ['epochz']" in r.stderr
-
-def test_predict(demo_run, tmp_path):
-    texts = ['Terrible, it broke on the first day.', 'Absolutely love this blender, five stars.']
-    pd.DataFrame(dict(review=texts)).to_csv(tmp_path/'in.csv', index=False)
-    r = xdt('predict', demo_run/'model_joint', tmp_path/'in.csv', tmp_path/'out.csv', '--text-col', 'review')
-    assert r.returncode == 0, r.stderr
-    out = pd.read_csv(tmp_path/'out.csv')
-    assert list(out.label) == ['negative', 'positive']
-    assert set(out.columns) == {'text', 'label', 'p_negative', 'p_neutral', 'p_positive'}
-
-def test_predict_bad_input(demo_run, tmp_path):
-    pd.DataFrame(dict(review=['fine'])).to_csv(tmp_path/'in.csv', index=False)
-    r = xdt('predict', demo_run/'model_joint', tmp_path/'in.csv', tmp_path/'out.csv')
-    assert r.returncode == 2 and "column(s) ['text'] not found" in r.stderr
-    r = xdt('predict', tmp_path/'no_model', tmp_path/'in.csv', tmp_path/'out.csv', '--text-col', 'review')
-    assert r.returncode == 2 and 'is not a saved model' in r.stderr
-    pd.DataFrame(dict(text=['fine', ''])).to_csv(tmp_path/'empty.csv', index=False)
-    r = xdt('predict', demo_run/'model_joint', tmp_path/'empty.csv', tmp_path/'out.csv')
-    assert r.returncode == 2 and 'empty or non-string text' in r.stderr
-    assert not (tmp_path/'out.csv').exists()
 
 def test_train(tmp_path):
     out = tmp_path/'run'
