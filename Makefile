@@ -32,6 +32,8 @@ data: install
 test: data
 	$(MAKE) test-notebooks test-regression
 
+# XDT_THREADS for the code that applies the `threads` setting (xdt, the study notebooks);
+# OMP_NUM_THREADS for the notebooks that train without it (03, 05): torch starts with that count
 TEST_THREADS ?= $(shell expr $$(nproc) / 2 \| 1)
 test-notebooks test-regression: export XDT_THREADS = $(TEST_THREADS)
 test-notebooks test-regression: export OMP_NUM_THREADS = $(TEST_THREADS)
