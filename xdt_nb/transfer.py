@@ -442,6 +442,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                    resume:bool=False,            # continue an interrupted run from out_dir's checkpoints
                    max_unlabelled:int|None=None, # cap on the target's unlabelled text (dann, self_train, label_shift_em; None: its train split)
                    max_dev:int|None=None,        # cap on dev rows, target and source: early stopping, α and weight choice (CI slices; None: all)
+                   dev_labels:int|None=None,     # labelled target dev rows, a stratified sample (None: all up to max_dev; n_target_labels: true few-shot)
                    label_free:int=0,             # also score the model on this many unlabelled target sentences against the VADER rule (`label_free_scores`; sentiment; 0: off)
                   ) -> ExperimentResult:
     "Train `method` for `source -> target`, evaluate on the target's test split, save and record it."
@@ -453,6 +454,8 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                          f"{others}; run each target (only subsets of {target!r} may share its model).")
     cfg = resolve_lr(dataclasses.replace(cfg or TrainConfig(), seed=seed), model_name)   # records carry the rate used
     tgt, dom = load_domain(target), get_domain(target)
+    if dev_labels is not None and dev_labels < 1:
+        raise ValueError(f"dev_labels counts labelled target dev sentences: give 1 or more (or None for the whole dev split), got {dev_labels}.")
     if label_free < 0: raise ValueError(f"label_free counts unlabelled target sentences: give 0 (off) or more, got {label_free}.")
     if label_free and dom.task != 'sentiment':
         raise ValueError(f"label_free compares the model with the VADER lexicon, which scores sentiment; {target!r} is a "
@@ -464,7 +467,8 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
             raise ValueError(f"Domain {other!r} ({get_domain(other).task}) and target {target!r} ({dom.task}) have different tasks.")
     split = lambda df, s: df[df.split == s].reset_index(drop=True)
     target_train = split(tgt, 'train')
-    task = TransferTask(list(dom.labels), few_shot(target_train, n_target_labels, seed), _cap(split(tgt, 'dev'), max_dev, seed),
+    target_dev = few_shot(_cap(split(tgt, 'dev'), max_dev, seed), dev_labels, seed)
+    task = TransferTask(list(dom.labels), few_shot(target_train, n_target_labels, seed), target_dev,
                         source_rows(source, 'train', max_source, seed) if source else None,
                         source_rows(source, 'dev', max_dev, seed) if source else None, cfg, model_name,
                         Path(out_dir) if out_dir else None, unlabelled=_cap(target_train, max_unlabelled, seed).drop(columns='label'), resume=resume)
@@ -475,7 +479,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
     base = dict(notebook=notebook, task=dom.task, source=source or target, method=method, seed=seed,
                 n_target_labels=len(task.target_train), model=model_name or get_settings().model,
                 train_seconds=round(sum(f.train_seconds for f in fits) if fits else build_seconds, 1),
-                n_source=len(task.source_train) if source else 0, n_dev=len(task.target_dev),
+                n_source=len(task.source_train) if source else 0, n_dev=len(task.target_dev), dev_labels=dev_labels,
                 epochs=[f.history[-1]['epoch'] + 1 if f.history else 0 for f in fits],
                 best_epochs=[f.best_epoch for f in fits],  # -1: a stage kept its starting weights (`keep_start`)
                 command=command or 'interactive (no command line)', config=dataclasses.asdict(cfg)) | trained.info | (extra or {})
