@@ -12,7 +12,7 @@ ifneq ($(wildcard ../shared/data/FinancialPhraseBank-v1.0),)
 export XDT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install data test test-notebooks test-regression demo bench sync-check clean
+.PHONY: install data test test-notebooks test-claims test-regression demo bench mutate semantic-mutants sync-check clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ data: install
 # Both run two at once, each with half the cores: two runs at torch's default thread count fight over
 # the cores and train slower together than one alone (`make bench`, bench_threads.py).
 test: data
-	$(MAKE) test-notebooks test-regression
+	$(MAKE) test-notebooks test-claims test-regression
 
 # XDT_THREADS for the code that applies the `threads` setting (xdt, the study notebooks);
 # OMP_NUM_THREADS for the notebooks that train without it (03, 05): torch starts with that count
@@ -41,9 +41,13 @@ test-notebooks test-regression: export OMP_NUM_THREADS = $(TEST_THREADS)
 test-notebooks:
 	$(BIN)/nbdev-test --n-workers 2 --timing
 
+# claim tests: each fails when the mechanism it guards is switched off (seconds; `make mutate` checks them)
+test-claims:
+	$(BIN)/pytest -q --durations=5 tests/test_claims.py
+
 # one test file per worker (the tests of a file share one headless run)
 test-regression:
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 tests
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 --ignore tests/test_claims.py tests
 
 demo: data
 	$(BIN)/xdt run 07_demo
