@@ -45,6 +45,10 @@ test-notebooks:
 test-claims:
 	$(BIN)/pytest -q --durations=5 tests/test_claims.py
 
+# one-line breakages of what the course teaches (alpha -> 0, lambda -> 0, ...), each against test-claims: all must fail
+semantic-mutants: install
+	$(BIN)/python tests/mutation/semantic_mutants.py --out results/mutation
+
 # one test file per worker (the tests of a file share one headless run)
 test-regression:
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 --ignore tests/test_claims.py tests

@@ -282,8 +282,13 @@ def test_gradients_are_clipped_to_max_grad_norm(monkeypatch, model, tok, target,
     T.fit(model, tok, LABELS, target, dev, cfg=cfg(epochs=2, max_grad_norm=0.5))
     assert seen == [(len(list(model.parameters())), 0.5)] * 2
 
-def test_resume_equals_an_uninterrupted_run(tok, small_model, target, source, dev, tmp_path):
+def test_resume_equals_an_uninterrupted_run(monkeypatch, tok, small_model, target, source, dev, tmp_path):
+    "Stopped after an epoch and resumed from the checkpoint: the very weights of a run never stopped (dropout on: RNG too)."
+    scripted_dev(monkeypatch, range(100))   # every evaluation the best: the last weights are returned
     c = cfg(epochs=3, alpha=0.5, alpha_schedule='ganin')
+    small_model = copy.deepcopy(small_model)
+    for mod in small_model.modules():
+        if isinstance(mod, torch.nn.Dropout): mod.p = 0.1
     whole = copy.deepcopy(small_model)
     T.fit(whole, tok, LABELS, target, dev, source=source, cfg=c)
     class Stop(Exception): pass
@@ -296,3 +301,269 @@ def test_resume_equals_an_uninterrupted_run(tok, small_model, target, source, de
     assert len(res.history) == 3 and same(T._tensors(again), T._tensors(whole))
     with pytest.raises(T.CheckpointError, match='different run'):
         T.fit(copy.deepcopy(small_model), tok, LABELS, target, dev, source=source, cfg=cfg(epochs=3), out_dir=tmp_path, resume=True)
+
+# ---------------------------------------------------------------------------------------------------
+# every method of the registry: what it starts from, which rows and weights it uses, what it returns
+
+class FitLog:
+    "Stands in for `transfer.fit`: records each call (rows, config, model object) and nudges the head, trains nothing."
+    def __init__(self, monkeypatch, dev_scores=None):
+        self.calls, self.dev_scores = [], dev_scores or {}
+        monkeypatch.setattr(X, 'fit', self)
+        monkeypatch.setattr(X, '_last_fit', {})
+
+    def __call__(self, model, tok, labels, train=None, dev=None, source=None, cfg=None, out_dir=None, resume=False,
+                 keep_start=False, unlabelled=None):
+        self.calls.append(dict(model=model, train=train, dev=dev, source=source, cfg=cfg, keep_start=keep_start,
+                               unlabelled=unlabelled, out_dir=out_dir))
+        with torch.no_grad(): model.classifier.bias += torch.tensor([0.0, 0.1, 0.2])  # a trace of this stage
+        score = self.dev_scores.get(cfg.alpha, 0.5)
+        return T.FitResult([dict(epoch=0, dev_macro_f1=score)], score, 0, 1, 0.0, False)
+
+@pytest.fixture
+def task(monkeypatch, small_model, tok):
+    "A transfer task on real rows: 8 tweets labelled, 12 for dev, nyt as the source, 40 unlabelled tweets."
+    monkeypatch.setattr(X.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
+    unlabelled = _sample('tweets', 'train', 40, seed=1)
+    return X.TransferTask(LABELS, _sample('tweets', 'train', 8), _sample('tweets', 'dev', 12), _sample('nyt', 'train', 8),
+                          _sample('nyt', 'dev', 12), cfg(alpha=0.4), unlabelled=unlabelled.drop(columns='label'))
+
+def test_target_only(monkeypatch, task):
+    log = FitLog(monkeypatch)
+    X.target_only(task)
+    (c,) = log.calls
+    assert c['train'] is task.target_train and c['dev'] is task.target_dev and c['source'] is None and c['cfg'].alpha == 0
+
+def test_source_only_uses_no_target_rows_and_is_reused(monkeypatch, task):
+    log = FitLog(monkeypatch)
+    first = X.source_only(task)
+    (c,) = log.calls
+    assert c['train'] is None and c['source'] is task.source_train and c['dev'] is task.source_dev
+    again = X.source_only(task)   # same rows, same config: the same model, not trained again
+    assert len(log.calls) == 1 and again.model is not first.model and same(T._tensors(again.model), T._tensors(first.model))
+    X.source_only(dataclasses.replace(task, source_train=task.source_train.iloc[:6]))
+    assert len(log.calls) == 2
+
+def test_sequential_trains_on_from_the_source_model(monkeypatch, task):
+    log = FitLog(monkeypatch)
+    out = X.sequential(task)
+    s, t = log.calls
+    assert s['source'] is task.source_train and s['train'] is None and s['dev'] is task.source_dev
+    assert t['model'] is s['model'] is out.model        # the target stage starts from the source stage's weights
+    assert t['train'] is task.target_train and t['dev'] is task.target_dev and t['source'] is None
+    assert t['keep_start'] and t['cfg'].alpha == 0 and len(out.fits) == 2
+
+def test_joint_uses_both_label_sets_with_alpha(monkeypatch, task):
+    log = FitLog(monkeypatch)
+    X.joint(task)
+    X.joint(dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, alpha=0.0)))
+    a, b = log.calls
+    assert a['train'] is task.target_train and a['source'] is task.source_train and a['dev'] is task.target_dev
+    assert a['cfg'].alpha == 0.4 and b['cfg'].alpha == 1.0    # alpha = 0 would be target-only: joint uses 1
+
+def test_joint_select_keeps_the_alpha_best_on_target_dev(monkeypatch, task):
+    log = FitLog(monkeypatch, dev_scores={0.1: 0.5, 0.3: 0.7, 1.0: 0.6})
+    out = X.joint_select(task)
+    assert [c['cfg'].alpha for c in log.calls] == list(X.ALPHA_GRID)
+    assert out.info['alpha'] == 0.3 and out.model is log.calls[1]['model']
+    assert all(c['dev'] is task.target_dev for c in log.calls)
+
+def test_dann_adds_the_adversarial_term_on_target_text(monkeypatch, task):
+    log = FitLog(monkeypatch)
+    X.dann(task)
+    X.dann(dataclasses.replace(task, target_train=task.target_train.iloc[:0]))
+    a, b = log.calls
+    assert a['cfg'].adversarial > 0 and a['cfg'].alpha == 0.4 and a['unlabelled'] is task.unlabelled
+    assert a['train'] is task.target_train and a['dev'] is task.target_dev and a['source'] is task.source_train
+    assert b['train'] is None and b['dev'] is task.source_dev   # no target labels: choose on source dev
+
+def test_self_train_labels_the_teachers_most_confident_target_texts(monkeypatch, task):
+    log = FitLog(monkeypatch)
+    out = X.self_train(task)
+    student = log.calls[-1]
+    assert len(log.calls) == 3 and student['model'] is log.calls[1]['model'] and student['keep_start']
+    rows = student['train']
+    pseudo = rows.iloc[len(task.target_train):]
+    assert rows.iloc[:len(task.target_train)].equals(task.target_train[['text', 'label']].reset_index(drop=True))
+    pool = task.unlabelled[~task.unlabelled.text.isin(task.target_train.text)]
+    assert set(pseudo.text) <= set(pool.text)
+    # the teacher is the model after the two sequential stages, before the student's stage nudged it
+    teacher = copy.deepcopy(out.model)
+    with torch.no_grad(): teacher.classifier.bias -= torch.tensor([0.0, 0.1, 0.2])
+    proba = E.predict_proba(teacher, task.new_model()[1], pool.text.tolist())
+    keep = X.confident_rows(proba, X.SELF_TRAIN_SHARE)
+    assert sorted(pseudo.text) == sorted(pool.text.iloc[keep])
+    assert dict(zip(pseudo.text, pseudo.label)) == {pool.text.iloc[i]: LABELS[proba[i].argmax()] for i in keep}
+
+def test_confident_rows():
+    p = np.array([[.9, .1, 0], [.6, .4, 0], [.2, .8, 0], [.7, .3, 0], [.1, .9, 0]])
+    assert X.confident_rows(p, 0.5).tolist() == [0, 3, 4]   # per class, rounded up: 2 of 3, 1 of 2
+    assert X.confident_rows(p, 1.0).tolist() == [0, 3, 1, 4, 2]
+
+def test_linear_probe_is_a_balanced_logistic_regression_on_frozen_vectors(monkeypatch, task):
+    from sklearn.linear_model import LogisticRegression
+    vectors = {t: np.r_[np.random.default_rng(len(t)).normal(size=4), i % 3] for i, t in
+               enumerate([*task.source_train.text, *task.target_dev.text])}
+    monkeypatch.setattr('xdt_nb.model.embed', lambda texts, name=None: np.array([vectors[t] for t in texts]))
+    src = pd.concat([task.source_train] + [task.source_train[task.source_train.label == 'negative']] * 3)
+    out = X.linear_probe(dataclasses.replace(task, source_train=src))
+    clf = LogisticRegression(max_iter=2000, class_weight='balanced').fit(
+        np.array([vectors[t] for t in src.text]), T.label_ids(src.label, LABELS))
+    texts = task.target_dev.text.tolist()
+    assert np.allclose(out.predict_proba(texts), clf.predict_proba(np.array([vectors[t] for t in texts])))
+
+def test_vader_rule_thresholds(monkeypatch):
+    compound = np.array([0.05, 0.049, -0.05, -0.049, 0.0, 0.9])
+    monkeypatch.setattr(X, 'vader_scores', lambda texts: np.c_[np.zeros((6, 3)), compound])
+    assert X.vader_classes(['x'] * 6).tolist() == [2, 1, 0, 1, 1, 2]
+    proba = X.vader_lexicon(X.TransferTask(LABELS, None, None, None, None, cfg())).predict_proba(['x'] * 6)
+    assert np.array_equal(proba, np.eye(3)[[2, 1, 0, 1, 1, 2]])
+
+def test_vader_scores_are_vaders():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    s = SentimentIntensityAnalyzer().polarity_scores('What a great, lovely day!')
+    assert X.vader_scores(['What a great, lovely day!']).tolist() == [[s['neg'], s['neu'], s['pos'], s['compound']]]
+
+def test_lm_lexicon_counts_positive_minus_negative_words(monkeypatch):
+    monkeypatch.setattr(X, '_lm_word_lists', lambda: ({'GAIN', 'PROFIT'}, {'LOSS'}))
+    out = X.lm_lexicon(X.TransferTask(LABELS, None, None, None, None, cfg()))
+    texts = ['Gain and profit, then a loss.', 'A loss.', 'Nothing here.', 'gain LOSS']
+    assert out.predict_proba(texts).argmax(1).tolist() == [2, 0, 1, 1]
+
+def test_lexicons_refuse_other_label_spaces():
+    t = X.TransferTask(['a', 'b'], None, None, None, None, cfg())
+    for method in (X.vader_lexicon, X.lm_lexicon):
+        with pytest.raises(ValueError, match='negative/neutral/positive'): method(t)
+
+def test_em_priors_recovers_shifted_priors():
+    "Saerens et al.: posteriors calibrated to uniform priors, on a sample drawn with other priors."
+    rng = np.random.default_rng(0)
+    true = np.array([0.6, 0.3, 0.1])
+    y = rng.choice(3, size=20000, p=true)
+    means = np.eye(3) * 2.0
+    x = means[y] + rng.normal(size=(20000, 3))
+    lik = np.exp(-0.5 * ((x[:, None, :] - means[None]) ** 2).sum(-1))
+    proba = lik / lik.sum(1, keepdims=True)       # the Bayes posterior under uniform priors
+    assert np.abs(X.em_priors(proba, np.ones(3) / 3) - true).max() < 0.02
+    assert np.abs(proba.mean(0) - true).max() > 0.05   # the plain mean is biased: EM is doing the work
+
+def test_shift_priors():
+    p = np.array([[0.5, 0.5], [0.2, 0.8]])
+    q = X.shift_priors(p, np.array([0.5, 0.5]), np.array([0.75, 0.25]))
+    assert np.allclose(q, [[0.75, 0.25], [0.2 * 3 / (0.6 + 0.8), 0.8 / (0.6 + 0.8)]])
+
+def test_calibration_fits_temperature_and_bias():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 3000)
+    logits = np.eye(3)[y] * 1.0 + rng.normal(size=(3000, 3))
+    over = O.softmax(logits * 4 + np.array([1.0, 0, 0]))   # over-confident and biased towards class 0
+    nll = lambda p: -np.log(p[np.arange(len(y)), y]).mean()
+    cal = X.fit_calibration(over, y)
+    assert cal.temperature > 2 and cal.bias[0] < cal.bias[1] - 0.2 and nll(cal(over)) < nll(over) - 0.1
+    temp_only = X.fit_calibration(over, y, bias=False)
+    assert np.array_equal(temp_only(over).argmax(1), over.argmax(1)) and temp_only.temperature > 2
+
+def test_label_shift_em_reweights_the_calibrated_source_model(monkeypatch, task):
+    FitLog(monkeypatch)
+    out = X.label_shift_em(task)
+    texts = task.unlabelled.text.tolist()
+    raw = out.predict_proba(texts)
+    y = T.label_ids(task.source_dev.label, LABELS)
+    cal = X.fit_calibration(out.predict_proba(task.source_dev.text.tolist()), y)
+    src_priors = (np.bincount(y, minlength=3) + 1) / (len(y) + 3)
+    predict, facts = out.for_target(texts)
+    priors = X.em_priors(cal(raw), src_priors)
+    assert np.allclose(predict(texts), X.shift_priors(cal(raw), src_priors, priors), atol=1e-6)
+    assert list(facts['estimated_priors'].values()) == priors.round(4).tolist()
+
+def test_lexicon_ensemble_averages_two_calibrated_experts(monkeypatch, task):
+    FitLog(monkeypatch)
+    out = X.lexicon_ensemble(task)
+    texts = task.target_dev.text.tolist()
+    model = out.model
+    raw = E.predict_proba(model, task.new_model()[1], texts)
+    cal = X.fit_calibration(E.predict_proba(model, task.new_model()[1], task.source_dev.text.tolist()),
+                            T.label_ids(task.source_dev.label, LABELS))
+    lexicon = X._lexicon_expert(task.source_dev, LABELS)(texts)
+    assert np.allclose(out.predict_proba(texts), 0.5 * cal(raw) + 0.5 * lexicon, atol=1e-6)
+
+def test_sequential_lexicon_mixes_with_the_weight_best_on_target_dev(monkeypatch, task):
+    FitLog(monkeypatch)
+    out = X.sequential_lexicon(task)
+    scores, w = out.info['dev_macro_f1_by_weight'], out.info['model_weight']
+    assert w == X.MODEL_WEIGHTS[int(np.argmax(scores))]   # the first best: ties go to the model
+    texts = task.target_dev.text.tolist()
+    raw = E.predict_proba(out.model, task.new_model()[1], texts)
+    cal = X.fit_calibration(raw, T.label_ids(task.target_dev.label, LABELS), bias=False)
+    lexicon = X._lexicon_expert(task.target_train, LABELS)(texts)
+    assert np.allclose(out.predict_proba(texts), w * cal(raw) + (1 - w) * lexicon, atol=1e-6)
+    dev_y = T.label_ids(task.target_dev.label, LABELS)
+    assert scores == [round(T.macro_f1(dev_y, (v * cal(raw) + (1 - v) * lexicon).argmax(1), 3), 4) for v in X.MODEL_WEIGHTS]
+
+def test_every_registered_method_has_a_claim_test():
+    "A method added to the registry needs a claim test here too."
+    tests = dict(target_only=test_target_only, source_only=test_source_only_uses_no_target_rows_and_is_reused,
+                 sequential=test_sequential_trains_on_from_the_source_model, joint=test_joint_uses_both_label_sets_with_alpha,
+                 joint_select=test_joint_select_keeps_the_alpha_best_on_target_dev,
+                 dann=test_dann_adds_the_adversarial_term_on_target_text,
+                 self_train=test_self_train_labels_the_teachers_most_confident_target_texts,
+                 linear_probe=test_linear_probe_is_a_balanced_logistic_regression_on_frozen_vectors,
+                 vader_lexicon=test_vader_rule_thresholds, lm_lexicon=test_lm_lexicon_counts_positive_minus_negative_words,
+                 label_shift_em=test_label_shift_em_reweights_the_calibrated_source_model,
+                 lexicon_ensemble=test_lexicon_ensemble_averages_two_calibrated_experts,
+                 sequential_lexicon=test_sequential_lexicon_mixes_with_the_weight_best_on_target_dev)
+    assert set(X.METHODS) == set(tests), set(X.METHODS) ^ set(tests)
+
+# ---------------------------------------------------------------------------------------------------
+# samplers and splits
+
+def test_few_shot_is_stratified_exact_and_fixed_by_the_seed():
+    df = load_domain('tweets', 'train')
+    a, b, c = X.few_shot(df, 64, 0), X.few_shot(df, 64, 0), X.few_shot(df, 64, 1)
+    assert len(a) == 64 and a.equals(b) and not set(a.text) == set(c.text)
+    assert set(a.text) <= set(df.text)
+    share, expect = a.label.value_counts(), df.label.value_counts(normalize=True) * 64
+    assert ((share - expect).abs() <= 1).all()   # each class within one row of its share
+    assert X.few_shot(df, 3, 0).label.nunique() == 3 and len(X.few_shot(df, 0, 0)) == 0
+    assert len(X.few_shot(df, None, 0)) == len(df)
+
+def test_hash_splits_are_fixed_disjoint_and_in_proportion():
+    keys = [f'sentence {i}' for i in range(5000)]
+    s = hash_split(keys)
+    assert (s == hash_split(keys[::-1])[::-1]).all()   # a row's split depends on its key alone
+    share = pd.Series(s).value_counts(normalize=True)
+    assert abs(share['train'] - 0.7) < 0.02 and abs(share['dev'] - 0.1) < 0.02 and abs(share['test'] - 0.2) < 0.02
+    assert (hash_split(keys, salt='other') != s).mean() > 0.3
+
+def test_domain_splits_are_disjoint():
+    df = load_domain('tweets')
+    texts = {sp: set(df.text[df.split == sp]) for sp in ('train', 'dev', 'test')}
+    assert not (texts['train'] & texts['dev'] or texts['train'] & texts['test'] or texts['dev'] & texts['test'])
+
+def test_source_rows_share_the_cap_and_target_test_ignores_the_seed():
+    two = X.source_rows('movie+nyt', 'train', 100, seed=0)
+    assert len(two) == 100 and (two.domain.value_counts() == 50).all()
+    assert X.target_test('tweets', 50).equals(X.target_test('tweets', 50))
+    assert len(X.target_test('tweets', 50)) == 50 and len(X.target_test('tweets')) == len(load_domain('tweets', 'test'))
+
+# ---------------------------------------------------------------------------------------------------
+# metrics, checked against a confusion matrix by hand
+
+def test_metrics_against_a_hand_computed_confusion_matrix():
+    y_true = ['a'] * 4 + ['b'] * 3 + ['c'] * 3
+    y_pred = ['a', 'a', 'a', 'b', 'b', 'b', 'c', 'a', 'c', 'c']
+    m = E.classification_metrics(y_true, y_pred, ['a', 'b', 'c'])
+    assert m['confusion'] == [[3, 1, 0], [0, 2, 1], [1, 0, 2]]
+    # precision a 3/4, b 2/3, c 2/3; recall a 3/4, b 2/3, c 2/3
+    f1 = {'a': 0.75, 'b': 2 / 3, 'c': 2 / 3}
+    assert m['accuracy'] == pytest.approx(0.7)
+    assert m['macro_f1'] == pytest.approx(sum(f1.values()) / 3)
+    assert m['weighted_f1'] == pytest.approx((4 * 0.75 + 3 * 2 / 3 + 3 * 2 / 3) / 10)
+    assert m['per_class']['a']['precision'] == pytest.approx(0.75) and m['per_class']['c']['support'] == 3
+    assert T.macro_f1([0, 0, 1], [0, 0, 0], 3) == pytest.approx((0.8 + 0 + 0) / 3)   # absent classes count as 0
+
+def test_majority_baseline_and_label_free_scores():
+    m = E.majority_baseline(['a', 'b', 'b'], ['a', 'b', 'b', 'b'], ['a', 'b'])
+    assert m['predicted'] == 'b' and m['accuracy'] == 0.75
+    s = X.label_free_scores(np.array([[.9, .1, 0], [.2, .3, .5], [.4, .6, 0]]), np.array([0, 1, 1]))
+    assert s['lexicon_agreement'] == pytest.approx(2 / 3) and s['mean_confidence'] == pytest.approx((.9 + .5 + .6) / 3)
