@@ -4,7 +4,7 @@ Small and deterministic: the default encoder cut to its first two blocks with dr
 sentences, fixed seeds. `make test-claims` runs them; `make mutate` checks that they kill mutants of
 the library (results/mutation/).
 """
-import copy, dataclasses
+import copy, dataclasses, json
 
 import numpy as np
 import pandas as pd
@@ -567,3 +567,183 @@ def test_majority_baseline_and_label_free_scores():
     assert m['predicted'] == 'b' and m['accuracy'] == 0.75
     s = X.label_free_scores(np.array([[.9, .1, 0], [.2, .3, .5], [.4, .6, 0]]), np.array([0, 1, 1]))
     assert s['lexicon_agreement'] == pytest.approx(2 / 3) and s['mean_confidence'] == pytest.approx((.9 + .5 + .6) / 3)
+
+# ---------------------------------------------------------------------------------------------------
+# run_experiment: the rows it hands a method, the record it leaves, what it writes
+
+@pytest.fixture
+def experiment(monkeypatch, small_model, tok, tmp_path):
+    "run_experiment on real domains with `fit` recorded, not run; its FitLog and a records path."
+    monkeypatch.setattr(X.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
+    log = FitLog(monkeypatch)
+    kw = dict(source='nyt', n_target_labels=8, seed=1, cfg=cfg(alpha=0.4), max_source=10, max_dev=12, max_test=20,
+              out_dir=tmp_path/'run', records=tmp_path/'records.jsonl')
+    return lambda method='joint', **over: (X.run_experiment('tweets', method, **(kw | over)), log)
+
+def test_run_experiment_hands_the_method_the_sampled_rows(experiment):
+    res, log = experiment(dev_labels=6)
+    (c,) = log.calls
+    tweets, nyt = load_domain('tweets'), load_domain('nyt')
+    assert len(c['train']) == 8 and set(c['train'].text) <= set(tweets.text[tweets.split == 'train'])
+    assert c['train'].label.nunique() == 3 and c['train'].equals(X.few_shot(tweets[tweets.split == 'train'].reset_index(drop=True), 8, 1))
+    assert len(c['dev']) == 6 and set(c['dev'].text) <= set(tweets.text[tweets.split == 'dev'])
+    assert len(c['source']) == 10 and set(c['source'].text) <= set(nyt.text[nyt.split == 'train'])
+    assert c['cfg'].seed == 1 and c['cfg'].alpha == 0.4 and c['cfg'].lr == 1e-4
+
+def test_run_experiment_record_and_metrics(experiment, tmp_path, tok):
+    res, log = experiment()
+    rec = res.record
+    test = X.target_test('tweets', 20)
+    proba = E.predict_proba(res.model, tok, test.text.tolist())
+    expect = E.classification_metrics(test.label, [LABELS[i] for i in proba.argmax(1)], LABELS)
+    assert rec['macro_f1'] == expect['macro_f1'] and rec['accuracy'] == expect['accuracy'] and rec['weighted_f1'] == expect['weighted_f1']
+    assert res.metrics['confusion'] == expect['confusion']
+    assert (rec['source'], rec['target'], rec['dataset'], rec['method'], rec['seed']) == ('nyt', 'tweets', 'tweets', 'joint', 1)
+    assert (rec['n_target_labels'], rec['n_source'], rec['n_dev'], rec['n_test']) == (8, 10, 12, 20)
+    assert rec['config']['alpha'] == 0.4 and rec['epochs'] == [1] and rec['best_epochs'] == [0] and rec['task'] == 'sentiment'
+    (saved,) = E.read_records(tmp_path/'records.jsonl').to_dict('records')
+    assert saved['macro_f1'] == rec['macro_f1'] and saved['method'] == 'joint'
+    m = json.loads((tmp_path/'run/metrics.json').read_text())
+    assert m['macro_f1'] == rec['macro_f1'] and m['record']['seed'] == 1 and (tmp_path/'run/confusion.png').stat().st_size > 0
+
+def test_run_experiment_tests_other_targets_with_the_same_model(experiment, tmp_path):
+    res, log = experiment('source_only', n_target_labels=0, also_test_on=['movie'])
+    assert len(log.calls) == 1 and len(res.other_records) == 1
+    other = res.other_records[0]
+    assert other['target'] == 'movie' and other['n_test'] == 20 and other['source'] == 'nyt'
+    assert len(E.read_records(tmp_path/'records.jsonl')) == 2 and (tmp_path/'run/test_movie/metrics.json').exists()
+    with pytest.raises(ValueError, match='learns from its target'): experiment('joint', also_test_on=['movie'])
+
+def test_run_experiment_refuses_what_cannot_run(experiment):
+    with pytest.raises(KeyError, match='Unknown method'): experiment('no_such_method')
+    with pytest.raises(ValueError, match='needs a source'): experiment('joint', source=None)
+    with pytest.raises(ValueError, match='needs target labels'): experiment('joint', n_target_labels=0)
+    with pytest.raises(ValueError, match='dev_labels'): experiment(dev_labels=0)
+    with pytest.raises(ValueError, match='different tasks'): experiment(source='bbc-news')
+
+def test_run_experiment_label_free_scores(experiment):
+    res, _ = experiment('vader_lexicon', source=None, n_target_labels=0, label_free=15)
+    assert res.record['n_label_free'] == 15 and res.record['lexicon_agreement'] == 1.0   # the lexicon agrees with itself
+
+def test_run_experiment_multi_source_shares_the_cap(experiment):
+    res, log = experiment(source='movie+amazon')
+    assert res.record['source'] == 'movie+amazon' and log.calls[0]['source'].text.isin(load_domain('movie').text).sum() == 5
+
+# ---------------------------------------------------------------------------------------------------
+# saved models and predict
+
+def test_saved_model_predicts_what_the_model_predicts(small_model, tok, tmp_path):
+    path = X.save_model(small_model, tok, tmp_path/'m', dict(method='joint'))
+    texts = ['I love it.', 'This is awful.', 'It is a table.']
+    out = X.predict(path, texts)
+    proba = E.predict_proba(small_model, tok, texts)
+    assert out.label.tolist() == [LABELS[i] for i in proba.argmax(1)] and list(out.columns) == ['text', 'label', *[f'p_{l}' for l in LABELS]]
+    assert np.allclose(out[[f'p_{l}' for l in LABELS]].to_numpy(), proba.round(4))
+    assert json.loads((path/'xdt_record.json').read_text()) == dict(method='joint')
+    pd.DataFrame(dict(review=texts)).to_csv(tmp_path/'in.csv', index=False)
+    written = X.predict_file(path, tmp_path/'in.csv', tmp_path/'out/pred.csv', text_col='review')
+    assert pd.read_csv(tmp_path/'out/pred.csv').label.tolist() == written.label.tolist() == out.label.tolist()
+    with pytest.raises(ValueError, match='empty or non-string'): X.predict(path, ['fine', ' '])
+    with pytest.raises(FileNotFoundError, match='not a saved model'): X.load_model(tmp_path)
+
+def test_new_model_heads_are_seeded():
+    t = lambda seed: X.TransferTask(LABELS, None, None, None, None, cfg(seed=seed))
+    a, b, c = (x.new_model()[0].classifier.weight for x in (t(0), t(0), t(1)))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+def test_domain_classifier_loss_is_binary_cross_entropy():
+    head = A.DomainClassifier(4, width=8).eval()   # no dropout: two passes give the same logits
+    f, d = torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 1, 0])
+    p = torch.sigmoid(head(f))
+    assert head.loss(f, d).item() == pytest.approx(-(d * p.log() + (1 - d) * (1 - p).log()).mean().item(), rel=1e-5)
+
+def test_lm_word_lists_are_the_dictionary():
+    pos, neg = X._lm_word_lists()
+    assert {'GAIN', 'PROFITABLE'} <= pos and {'LOSS', 'DECLINE'} <= neg and not pos & neg and len(pos) > 300
+
+# ---------------------------------------------------------------------------------------------------
+# records, tables and figures: built from the records, every number traceable
+
+def records_frame():
+    "Six hand-made records: two methods, two pairs, seeds 0 and 1."
+    rows = [('tweets', 'nyt', 'sequential', 0, .70), ('tweets', 'nyt', 'sequential', 1, .80), ('nyt', 'nyt', 'target_only', 0, .75),
+            ('nyt', 'nyt', 'target_only', 1, .75), ('movie', 'nyt', 'sequential', 0, .60), ('movie', 'nyt', 'sequential', 1, .70)]
+    return pd.DataFrame([dict(source=s, target=t, method=m, seed=sd, macro_f1=f, weighted_f1=f + .01, accuracy=f + .02,
+                              n_target_labels=64) for s, t, m, sd, f in rows])
+
+def test_summarise_and_mean_std():
+    s = E.summarise(records_frame(), by=('source', 'method'))
+    row = s[(s.source == 'tweets')].iloc[0]
+    assert row.macro_f1_mean == pytest.approx(.75) and row.macro_f1_std == pytest.approx(np.std([.7, .8], ddof=1))
+    assert row.macro_f1_count == 2 and len(s) == 3 and s.source.tolist() == ['tweets', 'nyt', 'movie']   # first-seen order
+    assert E.mean_std(s).tolist() == ['0.750 ± 0.071', '0.750 ± 0.000', '0.650 ± 0.071']
+    one = E.summarise(records_frame().iloc[:1].assign(source=None), by=('source', 'method'))
+    assert one.source.tolist() == ['-'] and E.mean_std(one, digits=2).tolist() == ['0.70']   # one seed: the mean alone
+
+def test_transfer_matrix_and_format():
+    recs = records_frame()
+    mean, std = E.transfer_matrix(recs, 'sequential', 'macro_f1', order=['tweets', 'movie', 'nyt'])
+    assert mean.index.tolist() == ['tweets', 'movie'] and mean.columns.tolist() == ['nyt']
+    assert mean.loc['movie', 'nyt'] == pytest.approx(.65) and std.loc['tweets', 'nyt'] == pytest.approx(np.std([.7, .8], ddof=1))
+    assert E.transfer_matrix(recs, 'sequential')[0].loc['tweets', 'nyt'] == pytest.approx(.76)   # weighted F1 by default
+    with pytest.raises(ValueError, match='No records'): E.transfer_matrix(recs, 'sequential', n_target_labels=16)
+    assert E.transfer_matrix(recs, 'sequential', n_target_labels=64)[0].shape == (2, 1)
+    table = E.format_matrix(mean, std)
+    assert table.loc['movie', 'nyt'] == '.65 ± .07' and E.format_matrix(pd.DataFrame({'a': [-0.26]}), digits=1).iloc[0, 0] == '-0.3'
+    assert E.format_matrix(pd.DataFrame({'a': [np.nan]})).iloc[0, 0] == ''
+
+def test_negative_transfer_flags():
+    m = E.negative_transfer(records_frame(), majority={'nyt': .68}).set_index('source')
+    # against target-only on the same seeds (.75): movie -> nyt (.65) is below it and below the majority class
+    assert m.loc['movie', 'score'] == pytest.approx(.65) and m.loc['movie', 'target_only'] == pytest.approx(.75)
+    assert m.loc['movie', 'below_target_only'] and m.loc['movie', 'below_majority'] and m.loc['movie', 'negative_transfer']
+    assert not m.loc['tweets', 'negative_transfer'] and not m.loc['nyt', 'below_target_only']   # the reference itself: never
+    # a cell run on seed 1 only is compared with target-only's seed 1, not the mean over both seeds
+    recs = records_frame().assign(macro_f1=[.7, .8, .7, .9, .6, .7])
+    one = E.negative_transfer(recs[~((recs.method == 'sequential') & (recs.seed == 1)) | (recs.source == 'tweets')]).set_index('source')
+    assert one.loc['movie', 'target_only'] == pytest.approx(.7) and not one.loc['movie', 'below_majority']
+
+def test_records_round_trip_and_refuse_bad_lines(tmp_path):
+    rec = {f: 1 for f in E.RECORD_FIELDS} | dict(macro_f1=float('nan'), extra='x')
+    E.append_record(tmp_path/'r/records.jsonl', rec)
+    E.append_record(tmp_path/'r/records.jsonl', rec | dict(seed=2))
+    back = E.read_records(tmp_path/'r/records.jsonl')
+    assert back.seed.tolist() == [1, 2] and back.extra.tolist() == ['x', 'x'] and back.macro_f1.isna().all()
+    assert 'NaN' not in (tmp_path/'r/records.jsonl').read_text()   # strict JSON: null
+    with pytest.raises(ValueError, match="missing field"): E.append_record(tmp_path/'x.jsonl', dict(method='joint'))
+    (tmp_path/'bad.jsonl').write_text('{"a": 1}\n\nnot json\n')
+    with pytest.raises(ValueError, match='line 3 is not JSON'): E.read_records(tmp_path/'bad.jsonl')
+
+def test_evaluate_scores_the_models_predictions(small_model, tok):
+    df = _sample('tweets', 'test', 9)
+    metrics, proba = E.evaluate(small_model, tok, df, LABELS)
+    assert proba.shape == (9, 3) and np.allclose(proba.sum(1), 1)
+    assert metrics == E.classification_metrics(df.label, [LABELS[i] for i in proba.argmax(1)], LABELS)
+
+def _texts(fig): return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+def test_plot_confusion_shows_counts_and_row_shares(tmp_path):
+    m = E.classification_metrics(['a', 'a', 'a', 'b'], ['a', 'a', 'b', 'b'], ['a', 'b'])
+    fig = E.plot_confusion(m, title='t')
+    assert _texts(fig) == ['2\n67%', '1\n33%', '0\n0%', '1\n100%'] and fig.axes[0].get_title() == 't'
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ['a', 'b']
+    assert fig.axes[0].get_xlabel() == 'predicted' and fig.axes[0].get_ylabel() == 'true'
+    assert 'macro-F1 0.733' in E.plot_confusion(m).axes[0].get_title()
+    E.plot_confusion(m, tmp_path/'c.png')
+    assert (tmp_path/'c.png').stat().st_size > 1000
+
+def test_plot_heatmap_marks_flagged_cells(tmp_path):
+    mean = pd.DataFrame([[.81, np.nan], [.5, .9]], index=['s1', 's2'], columns=['t1', 't2'])
+    std = mean * 0 + .01
+    flags = pd.DataFrame([[False, False], [True, False]], index=mean.index, columns=mean.columns)
+    fig = E.plot_heatmap(mean, std=std, flags=flags, digits=3, path=tmp_path/'h.png')
+    assert _texts(fig) == ['0.810\n±0.010', '0.500\n±0.010 ▼', '0.900\n±0.010']
+    (frame,) = [p for p in fig.axes[0].patches if p.get_edgecolor()[:3] == (1.0, 0.0, 0.0)]
+    assert frame.get_xy() == (-0.5, 0.5)   # around row s2, column t1
+    assert (tmp_path/'h.png').stat().st_size > 1000
+
+def test_plot_summary_bars_are_the_means():
+    s = E.summarise(records_frame(), by=('method',))
+    fig = E.plot_summary(s, baseline=0.5)
+    assert [round(b.get_height(), 3) for b in fig.axes[0].patches] == [round(v, 3) for v in s.macro_f1_mean]
+    assert fig.axes[0].lines[-1].get_ydata()[0] == 0.5 and fig.axes[0].get_ylim() == (0, 1)

@@ -1,0 +1,85 @@
+"""The mutation score of the claim tests, from the state `mutmut run` leaves in `mutants/`.
+
+    python tests/mutation/report.py [--out results/mutation]
+
+Writes `mutmut.md` (score per file, every survivor with file, line and change) and `mutmut.json`.
+A mutant that only rewrites a docstring line is counted as equivalent (no behaviour changes);
+`equivalent.tsv` beside this script lists the others judged equivalent by hand, one line each with why.
+"""
+import argparse, ast, csv, difflib, json, re
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped', 36: 'timeout',
+          37: 'caught by type check', -24: 'timeout', 24: 'timeout', 152: 'timeout', 255: 'timeout', None: 'not run'}
+DOCSTRING = re.compile(r'^\s*[rf]?"[^"]*"\s*$|^\s*[rf]?"""')
+
+def function_lines(path:Path) -> dict:
+    "First line of every function of `path`, by mutmut's name for it (`x_fn`, `xǁClassǁmethod`)."
+    out = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            for f in node.body:
+                if isinstance(f, ast.FunctionDef): out[f'xǁ{node.name}ǁ{f.name}'] = f.lineno
+        elif isinstance(node, ast.FunctionDef) and node.col_offset == 0: out[f'x_{node.name}'] = node.lineno
+    return out
+
+def mutant_changes(module:str) -> dict:
+    "For each mutant of `xdt_nb/<module>.py`: (line in the original file, old line, new line)."
+    lines = (ROOT/'mutants/xdt_nb'/f'{module}.py').read_text().splitlines()
+    spans = json.loads((ROOT/'mutants/xdt_nb'/f'{module}.py.spans').read_text())['spans']
+    starts = function_lines(ROOT/'xdt_nb'/f'{module}.py')
+    def body(name):   # the function's lines with its `def` renamed back, and where the `def` line is among them
+        a, b = spans[name]
+        text = [l.replace(name, 'FN') for l in lines[a - 1:b]]
+        return text, next(i for i, l in enumerate(text) if 'def FN(' in l)
+    out = {}
+    for name in spans:
+        if name.endswith('__mutmut_orig'): continue
+        fn = name.rsplit('__mutmut_', 1)[0]
+        (orig, d), (mut, _) = body(fn + '__mutmut_orig'), body(name)
+        ops = [op for op in difflib.SequenceMatcher(None, orig, mut, autojunk=False).get_opcodes() if op[0] != 'equal']
+        _, i1, i2, j1, j2 = ops[0]
+        out[f'xdt_nb.{module}.{name}'] = (starts[fn] + i1 - d, ' '.join(orig[i1:i2]).strip(), ' '.join(mut[j1:j2]).strip())
+    return out
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--out', default=str(ROOT/'results/mutation'))
+    out = Path(ap.parse_args().out); out.mkdir(parents=True, exist_ok=True)
+    by_hand = {r['mutant']: r['why'] for r in csv.DictReader(open(Path(__file__).with_name('equivalent.tsv')), delimiter='\t')}
+    rows = []
+    for meta in sorted((ROOT/'mutants/xdt_nb').glob('*.py.meta')):
+        module = meta.name.removesuffix('.py.meta')
+        changes = mutant_changes(module)
+        for key, code in json.loads(meta.read_text())['exit_code_by_key'].items():
+            line, old, new = changes[key]
+            status = STATUS.get(code, 'suspicious')
+            why = 'only a docstring changes' if DOCSTRING.match(old) else by_hand.get(key)
+            if status != 'killed' and why: status = 'equivalent'
+            rows.append(dict(mutant=key, file=f'xdt_nb/{module}.py', line=line, status=status, old=old, new=new, why=why or ''))
+    counts = Counter(r['status'] for r in rows)
+    judged = len(rows) - counts['equivalent']
+    score = counts['killed'] / judged if judged else float('nan')
+    (out/'mutmut.json').write_text(json.dumps(dict(command='make mutate', score=round(score, 4), counts=counts, mutants=rows), indent=1) + '\n')
+    per_file = Counter((r['file'], r['status']) for r in rows)
+    files = sorted({r['file'] for r in rows})
+    kinds = ['killed', 'survived', 'no tests', 'timeout', 'not run', 'equivalent']
+    md = [f"# Mutation score of `make test-claims`: {score:.1%} of the non-equivalent mutants killed", '',
+          f"`make mutate` (mutmut over {', '.join(f'`{f}`' for f in files)}); {len(rows)} mutants, "
+          f"{counts['equivalent']} equivalent. 'no tests': no claim test runs that function at all.", '',
+          '| file | ' + ' | '.join(kinds) + ' | score |', '|---' * (len(kinds) + 2) + '|']
+    for f in files:
+        n = {k: per_file[(f, k)] for k in kinds}
+        s = n['killed'] / max(1, sum(n.values()) - n['equivalent'])
+        md.append(f'| {f} | ' + ' | '.join(str(n[k]) for k in kinds) + f' | {s:.1%} |')
+    md += ['', '## Survivors', '', '| file:line | mutant | from | to |', '|---|---|---|---|']
+    md += [f"| {r['file']}:{r['line']} | {r['mutant'].split('.')[-1]} | `{r['old'][:90]}` | `{r['new'][:90]}` |"
+           for r in rows if r['status'] in ('survived', 'timeout', 'suspicious')]
+    md += ['', '## Judged equivalent by hand', '', '| mutant | why |', '|---|---|']
+    md += [f"| {r['mutant']} | {r['why']} |" for r in rows if r['status'] == 'equivalent' and r['why'] != 'only a docstring changes']
+    (out/'mutmut.md').write_text('\n'.join(md) + '\n')
+    print(f"{score:.1%} killed of {judged} non-equivalent mutants ({dict(counts)}); {out}/mutmut.md")
+
+if __name__ == '__main__': main()
