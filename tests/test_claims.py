@@ -747,3 +747,84 @@ def test_plot_summary_bars_are_the_means():
     fig = E.plot_summary(s, baseline=0.5)
     assert [round(b.get_height(), 3) for b in fig.axes[0].patches] == [round(v, 3) for v in s.macro_f1_mean]
     assert fig.axes[0].lines[-1].get_ydata()[0] == 0.5 and fig.axes[0].get_ylim() == (0, 1)
+
+# ---------------------------------------------------------------------------------------------------
+# edges and refusals: each says what is wrong and how to fix it
+
+def test_classification_metrics_edges():
+    m = E.classification_metrics(['a', 'a', 'b'], ['a', 'a', 'a'], ['a', 'b', 'c'])
+    assert m['n'] == 3 and m['labels'] == ['a', 'b', 'c'] and list(m['per_class']) == ['a', 'b', 'c']
+    assert m['per_class']['b'] == dict(precision=0.0, recall=0.0, **{'f1-score': 0.0}, support=1.0)   # never predicted: 0, not 1
+    assert m['confusion'] == [[2, 0, 0], [1, 0, 0], [0, 0, 0]]
+    assert m['macro_f1'] == pytest.approx(0.8 / 3) and m['weighted_f1'] == pytest.approx(2 / 3 * 0.8)
+    with pytest.raises(ValueError, match='equal, non-zero numbers'): E.classification_metrics(['a'], ['a', 'b'], ['a', 'b'])
+    with pytest.raises(ValueError, match='got 0 and 0'): E.classification_metrics([], [], ['a'])
+
+def test_refusals_name_the_problem():
+    with pytest.raises(ValueError, match='source_priors must be positive'): X.em_priors(np.ones((2, 2)) / 2, np.array([1.0, 0.0]))
+    for share in (0, 1.5):
+        with pytest.raises(ValueError, match=r'share must be in \(0, 1\]'): X.confident_rows(np.eye(2), share)
+    one_class = pd.DataFrame(dict(text=['good', 'great'], label=['positive', 'positive']))
+    with pytest.raises(ValueError, match='at least two classes'): X._lexicon_expert(one_class, LABELS)
+    assert X._lexicon_expert(pd.concat([one_class, one_class.assign(label='negative')]), LABELS)(['fine']).shape == (1, 3)
+    with pytest.raises(ValueError, match='one lexicon class per probability row'): X.label_free_scores(np.ones((2, 3)), np.array([1]))
+    with pytest.raises(ValueError, match='at least one text'): X.label_free_scores(np.ones((0, 3)), np.array([]))
+    assert X.label_free_scores(np.array([[.2, .8]]), np.array([1]))['n_label_free'] == 1
+    with pytest.raises(ValueError, match="Use it on a sentiment domain"): X._require_sentiment(X.TransferTask(['a'], *[None] * 4, cfg()), 'x')
+    with pytest.raises(ValueError, match="method 'joint' with n_target_labels=16"):
+        E.transfer_matrix(records_frame(), 'joint', n_target_labels=16)
+    with pytest.raises(ValueError, match=r"No records for method 'joint'\.$"): E.transfer_matrix(records_frame(), 'joint')
+
+def test_confident_rows_edges():
+    assert X.confident_rows(np.array([[.5, .5], [.5, .5], [.5, .5]]), 0.5).tolist() == [0, 1]   # ties keep row order
+    empty = X.confident_rows(np.zeros((0, 3)), 0.5)
+    assert empty.dtype.kind == 'i' and len(empty) == 0
+    assert X.confident_rows(np.array([[.1, .9]]), 1.0).tolist() == [0]
+
+def test_mean_pool_rows_and_empty_masks():
+    h = torch.tensor([[[2.], [4.]], [[6.], [8.]]])
+    assert torch.equal(A.mean_pool(h, torch.tensor([[1, 1], [1, 0]])), torch.tensor([[3.], [6.]]))
+    assert torch.equal(A.mean_pool(h, torch.tensor([[1, 1], [0, 0]])), torch.tensor([[3.], [0.]]))   # no token: 0, not NaN
+    assert A.mean_pool(h.double(), torch.tensor([[1, 1], [1, 0]])).dtype == torch.float64
+
+def test_calibration_recovers_a_known_temperature_and_bias():
+    "Labels drawn from softmax(z); probabilities given as softmax(3 z + shift): the fit undoes both."
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(4000, 3)) * 1.5
+    y = np.array([rng.choice(3, p=p) for p in O.softmax(z)])
+    shift = np.array([1.0, 0.0, -1.0])
+    given = O.softmax(3 * z + shift)
+    cal = X.fit_calibration(given, y)
+    assert cal.temperature == pytest.approx(3, rel=0.1)
+    assert np.allclose(cal.bias - cal.bias.mean(), -shift / 3, atol=0.1)
+    out = cal(given)
+    assert np.allclose(out.sum(1), 1) and np.allclose(out, O.softmax(z), atol=0.08)
+    assert np.isfinite(cal(np.array([[1.0, 0.0, 0.0]]))).all()   # a zero probability stays finite
+    assert X.fit_calibration(given, y, bias=False).bias.tolist() == [0.0, 0.0, 0.0]
+
+def test_em_priors_converges_and_shift_priors_normalises():
+    p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
+    est = X.em_priors(p, np.array([0.5, 0.5]))
+    assert np.allclose(X.shift_priors(p, [0.5, 0.5], est).mean(0), est, atol=1e-6)   # a fixed point of EM
+    assert X.em_priors(p, [1, 1], max_iter=1).tolist() == X.shift_priors(p, np.array([1., 1.]), np.array([1., 1.])).mean(0).tolist()
+    q = X.shift_priors(np.array([[0.5, 0.5]]), np.array([0.2, 0.8]), np.array([0.5, 0.5]))
+    assert np.allclose(q, [[0.8, 0.2]])
+
+def test_class_weights_edge():
+    assert np.allclose(T.class_weights(np.array([1, 1, 1, 1]), 2).numpy(), [1.0, 0.5])   # an absent class gets 1, not n / K
+    assert T.class_weights(np.array([0, 1, 1]), 2).dtype == torch.float32
+
+def test_domain_classifier_shape_and_loss_reversal(small_model):
+    head = A.DomainClassifier(384)
+    assert [type(m).__name__ for m in head.net] == ['Linear', 'ReLU', 'Dropout', 'Linear'] and head.net[0].out_features == 256
+    assert head.net[2].p == 0.1
+    f = torch.randn(5, 384, requires_grad=True)
+    out = head.eval()(f)
+    assert out.shape == (5,)
+    head.loss(f, torch.ones(5), lam=0.5).backward()
+    g_half = f.grad.clone(); f.grad = None
+    head.loss(f, torch.ones(5)).backward()   # lam defaults to 1
+    torch.testing.assert_close(f.grad, 2 * g_half)
+    x = torch.ones(2, requires_grad=True)
+    A.grad_reverse(x).sum().backward()
+    assert x.grad.tolist() == [-1.0, -1.0]   # lam defaults to 1
