@@ -5,6 +5,7 @@ sentences, fixed seeds. `make test-claims` runs them; `make mutate` checks that 
 the library (results/mutation/).
 """
 import copy, dataclasses, json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -317,8 +318,11 @@ class FitLog:
         self.calls.append(dict(model=model, train=train, dev=dev, source=source, cfg=cfg, keep_start=keep_start,
                                unlabelled=unlabelled, out_dir=out_dir))
         with torch.no_grad(): model.classifier.bias += torch.tensor([0.0, 0.1, 0.2])  # a trace of this stage
+        if out_dir is not None: (Path(out_dir)/'checkpoint').mkdir(parents=True, exist_ok=True)   # as `fit` leaves one
+        if out_dir is not None: (Path(out_dir)/'checkpoint/state.pt').write_bytes(b'')
         score = self.dev_scores.get(cfg.alpha, 0.5)
-        return T.FitResult([dict(epoch=0, dev_macro_f1=score)], score, 0, 1, 0.0, False)
+        self.calls[-1]['result'] = T.FitResult([dict(epoch=0, dev_macro_f1=score)], score, 0, 1, 1.23, False)
+        return self.calls[-1]['result']
 
 @pytest.fixture
 def task(monkeypatch, small_model, tok):
@@ -801,6 +805,8 @@ def test_calibration_recovers_a_known_temperature_and_bias():
     assert np.allclose(out.sum(1), 1) and np.allclose(out, O.softmax(z), atol=0.08)
     assert np.isfinite(cal(np.array([[1.0, 0.0, 0.0]]))).all()   # a zero probability stays finite
     assert X.fit_calibration(given, y, bias=False).bias.tolist() == [0.0, 0.0, 0.0]
+    # a zero probability on a row's true class: clipped, the fit stays finite
+    assert np.isfinite(X.fit_calibration(np.r_[given, [[0.0, 1.0, 0.0]]], np.r_[y, 0]).temperature)
 
 def test_em_priors_converges_and_shift_priors_normalises():
     p = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
@@ -828,3 +834,123 @@ def test_domain_classifier_shape_and_loss_reversal(small_model):
     x = torch.ones(2, requires_grad=True)
     A.grad_reverse(x).sum().backward()
     assert x.grad.tolist() == [-1.0, -1.0]   # lam defaults to 1
+
+def test_run_experiment_samples_with_its_seed_and_passes_the_target_text(experiment):
+    res, log = experiment('dann', seed=3, max_unlabelled=30, dev_labels=9)
+    (c,) = log.calls
+    tweets = load_domain('tweets')
+    split = lambda s: tweets[tweets.split == s].reset_index(drop=True)
+    assert c['dev'].equals(X.few_shot(X._cap(split('dev'), 12, 3), 9, 3))
+    assert c['unlabelled'].equals(X._cap(split('train'), 30, 3).drop(columns='label'))
+    assert c['source'].equals(X.source_rows('nyt', 'train', 10, 3)) and c['cfg'].adversarial > 0
+    assert res.record['dev_labels'] == 9 and res.record['n_dev'] == 9 and res.tokenizer is not None and res.fits == [log.calls[0]['result']]
+
+def test_run_experiment_source_dev_and_record_fields(experiment):
+    res, log = experiment('source_only', n_target_labels=0, notebook='11_cross_domain', command='xdt run x', extra=dict(run_id='r1'))
+    (c,) = log.calls
+    assert c['dev'].equals(X.source_rows('nyt', 'dev', 12, 1)) and c['train'] is None
+    rec = res.record
+    assert (rec['notebook'], rec['command'], rec['run_id'], rec['model']) == ('11_cross_domain', 'xdt run x', 'r1', 'all-minilm-l6-v2')
+    assert rec['train_seconds'] == 1.2 and rec['epochs'] == [1] and rec['n_source'] == 10 and rec['dev_labels'] is None
+    assert rec['n_target_labels'] == 0 and rec['config']['seed'] == 1
+    lex, _ = experiment('vader_lexicon', source=None, n_target_labels=0)
+    assert lex.record['epochs'] == [] and lex.record['n_source'] == 0 and lex.record['source'] == 'tweets' and lex.record['train_seconds'] >= 0
+
+def test_run_experiment_removes_checkpoints_unless_kept(experiment, tmp_path):
+    experiment(out_dir=tmp_path/'a')
+    assert (tmp_path/'a/metrics.json').exists() and not list((tmp_path/'a').glob('**/checkpoint'))
+    experiment(out_dir=tmp_path/'b', keep_checkpoint=True)
+    assert (tmp_path/'b/checkpoint/state.pt').exists()
+    before = (tmp_path/'records.jsonl').read_text()
+    res, _ = experiment(out_dir=None, records=None)   # nothing written anywhere
+    assert res.record['macro_f1'] >= 0 and (tmp_path/'records.jsonl').read_text() == before
+
+def test_run_experiment_adapts_label_shift_to_each_target(monkeypatch, experiment):
+    "label_shift_em estimates priors on each tested target's own unlabelled text, and the record carries them."
+    seen, em = [], X.em_priors
+    def spy(proba, source_priors):
+        seen.append(len(proba))
+        return np.array([0.2, 0.3, 0.5]) if len(seen) == 1 else np.array([0.6, 0.3, 0.1])
+    monkeypatch.setattr(X, 'em_priors', spy)
+    res, _ = experiment('label_shift_em', n_target_labels=0, max_unlabelled=25, also_test_on=['movie'])
+    assert seen == [25, 25]
+    assert list(res.record['estimated_priors'].values()) == [0.2, 0.3, 0.5]
+    assert list(res.other_records[0]['estimated_priors'].values()) == [0.6, 0.3, 0.1]
+
+def test_checkpoints_are_atomic_and_refused_when_foreign(small_model, tmp_path):
+    best = T._tensors(small_model)
+    (tmp_path/'ck.tmp').mkdir(); (tmp_path/'ck.tmp/junk').write_text('left by a killed run')
+    T.save_checkpoint(tmp_path/'ck', small_model, best, dict(fingerprint=dict(a=1), epoch=0))
+    T.save_checkpoint(tmp_path/'ck', small_model, best, dict(fingerprint=dict(a=1), epoch=1))   # over an older one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ck'] and sorted(p.name for p in (tmp_path/'ck').iterdir()) == \
+        ['best.safetensors', 'model.safetensors', 'state.pt']
+    w, b, st = T.load_checkpoint(tmp_path/'ck', dict(a=1))
+    assert st['epoch'] == 1 and same(w, best) and same(b, best)
+    with pytest.raises(T.CheckpointError, match=r'different run \(differs in: a, b\)'): T.load_checkpoint(tmp_path/'ck', dict(a=2, b=0))
+    (tmp_path/'ck/model.safetensors').write_bytes(b'truncated')
+    with pytest.raises(T.CheckpointError, match=r'corrupt or incomplete \(\w+Error.*Fix: delete'): T.load_checkpoint(tmp_path/'ck', dict(a=1))
+
+class Payload:
+    "An object a checkpoint must never unpickle."
+
+def test_checkpoints_load_without_unpickling_code(small_model, tmp_path):
+    best = T._tensors(small_model)
+    T.save_checkpoint(tmp_path/'ck', small_model, best, dict(fingerprint=dict(a=1), code=Payload()))
+    with pytest.raises(T.CheckpointError, match='corrupt or incomplete'): T.load_checkpoint(tmp_path/'ck', dict(a=1))
+
+def test_few_shot_edges():
+    df = pd.DataFrame(dict(text=list('abcdefghij'), label=['x'] * 7 + ['y'] * 3), index=range(10, 20))
+    assert X.few_shot(df, 10).index.tolist() == list(range(10)) and X.few_shot(df, 12).index.tolist() == list(range(10))
+    two = X.few_shot(df, 2, seed=0)
+    assert sorted(two.label) == ['x', 'y'] and two.index.tolist() == [0, 1]   # each class one row once n covers the classes
+    assert len(X.few_shot(df, 1, seed=0)) == 1
+    with pytest.raises(ValueError, match='n_target_labels must be >= 0'): X.few_shot(df, -1)
+
+def test_source_rows_edges():
+    one_each = X.source_rows('movie+nyt', 'train', 1, seed=0)
+    assert len(one_each) == 2 and one_each.index.tolist() == [0, 1]   # at least one row per source
+    assert not X.source_rows('nyt', 'train', 5, seed=0).equals(X.source_rows('nyt', 'train', 5, seed=1))
+    assert len(X.source_rows('nyt', 'dev', None, seed=0)) == len(load_domain('nyt', 'dev'))
+    with pytest.raises(ValueError, match='each domain once'): X.source_domains('nyt+nyt')
+
+def test_model_files_round_trip(small_model, tok, tmp_path):
+    "save_model makes nested folders, overwrites its own files, writes safetensors; load_model names what is missing or broken."
+    path = X.save_model(small_model, tok, tmp_path/'a/b/m')
+    X.save_model(small_model, tok, path)   # again, into the same folder
+    assert (path/'model.safetensors').is_file() and not list(path.glob('*.bin'))
+    model, _, labels = X.load_model(path)
+    assert labels == LABELS and same(T._tensors(model), T._tensors(small_model))
+    (tmp_path/'half').mkdir(); (tmp_path/'half/config.json').write_text((path/'config.json').read_text())
+    with pytest.raises(FileNotFoundError, match='needs config.json and model.safetensors.*Fix: pass the folder'): X.load_model(tmp_path/'half')
+    (tmp_path/'half/model.safetensors').write_bytes(b'not weights')
+    with pytest.raises(ValueError, match=r'could not be loaded \(\w+.*corrupt or incomplete\. Fix: save the model again'):
+        X.load_model(tmp_path/'half')
+
+def test_predict_reports_bad_rows_and_files_keep_their_rows(small_model, tok, tmp_path):
+    path = X.save_model(small_model, tok, tmp_path/'m')
+    with pytest.raises(ValueError, match=r'7 empty or non-string text\(s\) at position\(s\) \[0, 1, 2, 3, 4\]\.'):
+        X.predict(path, [''] * 7)
+    texts = ['Great phone.', 'Awful service, never again.']
+    assert X.predict(path, texts).text.tolist() == texts
+    pd.DataFrame(dict(text=texts)).to_csv(tmp_path/'in.csv', index=False)
+    for _ in range(2):   # a second run into the same folder
+        X.predict_file(path, tmp_path/'in.csv', tmp_path/'x/y/out.csv')
+    assert pd.read_csv(tmp_path/'x/y/out.csv').columns.tolist() == ['text', 'label', *[f'p_{l}' for l in LABELS]]
+
+def test_predict_proba_truncates_at_128_tokens(small_model, tok):
+    long = ' '.join(['good'] * 60 + ['terrible'] * 200)
+    cut = tok.convert_tokens_to_string(tok.tokenize(long)[:126])   # 126 word pieces + [CLS] and [SEP]
+    assert np.allclose(E.predict_proba(small_model, tok, [long]), E.predict_proba(small_model, tok, [cut]), atol=1e-5)
+
+def test_models_are_reused_only_for_the_same_rows_and_config(monkeypatch, task):
+    log = FitLog(monkeypatch)
+    X.source_only(task)
+    moved = dataclasses.replace(task, source_train=task.source_train.iloc[1:], source_dev=pd.concat([task.source_train.iloc[:1], task.source_dev]))
+    X.source_only(moved)   # the same rows, one moved from train to dev: another model
+    X.source_only(dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, lr=2e-4)))   # another config: another model
+    assert len(log.calls) == 3
+
+def test_vader_lexicon_needs_no_source():
+    assert not X.METHODS['vader_lexicon'].needs_source and not X.METHODS['vader_lexicon'].needs_target
+    assert not X.METHODS['vader_lexicon'].uses_target_text and X.METHODS['dann'].uses_target_text
+    assert X.METHODS['joint'].needs_source and X.METHODS['joint'].needs_target and X.METHODS['joint'] is X.joint
