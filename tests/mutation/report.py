@@ -66,10 +66,26 @@ def mutant_changes(module:str) -> dict:
         out[f'xdt_nb.{module}.{name}'] = (starts[fn] + i1 - d, ' '.join(orig[i1:i2]).strip(), ' '.join(mut[j1:j2]).strip())
     return out
 
+def sample_estimate(rows:list, sample:Path) -> dict:
+    "Kill rate in the sample (Wilson 95% interval) and the score if the never-run mutants were killed at that rate."
+    names = set(sample.read_text().split())
+    ran = [r for r in rows if r['mutant'] in names and r['status'] != 'not run']
+    n, k = len(ran), sum(r['status'] == 'killed' for r in ran)
+    if n == 0: return None
+    z, p = 1.96, k / n
+    mid, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5 / (1 + z * z / n)
+    judged = [r for r in rows if r['status'] != 'equivalent']
+    killed, rest = sum(r['status'] == 'killed' for r in judged), sum(r['status'] == 'not run' for r in judged)
+    at = lambda rate: (killed + rate * rest) / len(judged)
+    return dict(sample=len(names), ran=n, killed=k, rate=p, low=mid - half, high=mid + half, not_run=rest,
+                score=at(p), score_low=at(mid - half), score_high=at(mid + half))
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT/'results/mutation'))
-    out = Path(ap.parse_args().out); out.mkdir(parents=True, exist_ok=True)
+    ap.add_argument('--sample', help='file of mutant names: a seeded random sample of the mutants a run had not reached, run alone')
+    args = ap.parse_args()
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     by_hand = {r['mutant']: r['why'] for r in csv.DictReader(open(Path(__file__).with_name('equivalent.tsv')), delimiter='\t')}
     rows = []
     for meta in sorted((ROOT/'mutants/xdt_nb').glob('*.py.meta')):
@@ -87,7 +103,8 @@ def main():
     judged = len(rows) - counts['equivalent']
     score = counts['killed'] / judged if judged else float('nan')
     score_no_style = counts['killed'] / (judged - counts['style']) if judged > counts['style'] else float('nan')
-    (out/'mutmut.json').write_text(json.dumps(dict(command='make mutate', score=round(score, 4), score_without_style=round(score_no_style, 4), counts=counts, mutants=rows), indent=1) + '\n')
+    estimate = sample_estimate(rows, Path(args.sample)) if args.sample else None
+    (out/'mutmut.json').write_text(json.dumps(dict(command='make mutate', score=round(score, 4), score_without_style=round(score_no_style, 4), estimate=estimate, counts=counts, mutants=rows), indent=1) + '\n')
     per_file = Counter((r['file'], r['status']) for r in rows)
     files = sorted({r['file'] for r in rows})
     kinds = ['killed', 'survived', 'style', 'no tests', 'timeout', 'not run', 'equivalent']
@@ -100,6 +117,10 @@ def main():
         n = {k: per_file[(f, k)] for k in kinds}
         s = n['killed'] / max(1, sum(n.values()) - n['equivalent'])
         md.append(f'| {f} | ' + ' | '.join(str(n[k]) for k in kinds) + f' | {s:.1%} |')
+    if estimate: md += ['', f"**Not run: {estimate['not_run']}.** A seeded random sample of {estimate['sample']} of the mutants the "
+                         f"run had not reached was run alone: {estimate['killed']} killed ({estimate['rate']:.0%}, 95% interval "
+                         f"{estimate['low']:.0%}–{estimate['high']:.0%}). Counting the rest at that rate, the whole score would be "
+                         f"{estimate['score']:.1%} ({estimate['score_low']:.1%}–{estimate['score_high']:.1%})."]
     md += ['', '## Survivors', '', '| file:line | mutant | from | to |', '|---|---|---|---|']
     md += [f"| {r['file']}:{r['line']} | {r['mutant'].split('.')[-1]} | `{r['old'][:90]}` | `{r['new'][:90]}` |"
            for r in rows if r['status'] in ('survived', 'timeout', 'suspicious', 'no tests')]
