@@ -117,7 +117,7 @@ def main():
         n = {k: per_file[(f, k)] for k in kinds}
         s = n['killed'] / max(1, sum(n.values()) - n['equivalent'])
         md.append(f'| {f} | ' + ' | '.join(str(n[k]) for k in kinds) + f' | {s:.1%} |')
-    if estimate: md += ['', f"**Not run: {estimate['not_run']}.** A seeded random sample of {estimate['sample']} of the mutants the "
+    if estimate: md += ['', f"**Not run: {estimate['not_run']}.** A seeded random sample (`{args.sample}`) of {estimate['sample']} of the mutants the "
                          f"run had not reached was run alone: {estimate['killed']} killed ({estimate['rate']:.0%}, 95% interval "
                          f"{estimate['low']:.0%}–{estimate['high']:.0%}). Counting the rest at that rate, the whole score would be "
                          f"{estimate['score']:.1%} ({estimate['score_low']:.1%}–{estimate['score_high']:.1%})."]
