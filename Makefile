@@ -45,7 +45,7 @@ test-notebooks:
 test-claims:
 	$(BIN)/pytest -q --durations=5 tests/test_claims.py
 
-# mutmut over train/transfer/evaluate/adversarial against test-claims (~1 h on 2 cores; resumes where it stopped):
+# mutmut over train/transfer/evaluate/adversarial against test-claims (~2 h on 2 cores; resumes where it stopped):
 # one thread per test process, or torch's threads eat mutmut's CPU-time limit and good mutants read as timeouts
 mutate: install
 	OMP_NUM_THREADS=1 XDT_THREADS=1 XDT_PROGRESS=0 $(BIN)/mutmut run --max-children 2 || true
