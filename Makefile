@@ -48,6 +48,7 @@ test-claims:
 # mutmut over train/transfer/evaluate/adversarial against test-claims (~2 h on 2 cores; resumes where it stopped):
 # one thread per test process, or torch's threads eat mutmut's CPU-time limit and good mutants read as timeouts
 mutate: install
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[mutation]'
 	OMP_NUM_THREADS=1 XDT_THREADS=1 XDT_PROGRESS=0 $(BIN)/mutmut run --max-children 2 || true
 	$(BIN)/python tests/mutation/report.py --out results/mutation
 
