@@ -26,15 +26,19 @@ K = len(LABELS)
 @pytest.fixture(scope='session')
 def tok(): return load_tokenizer()
 
+def set_dropout(model, p:float):
+    "Every dropout layer of `model` at rate `p`."
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Dropout): mod.p = p
+    return model
+
 @pytest.fixture(scope='session')
 def small_model():
     "MiniLM-L6 cut to its first two blocks, dropout off: a step's logits depend on the weights and batch alone."
     m = load_classifier(LABELS, seed=0)
     m.bert.encoder.layer = m.bert.encoder.layer[:2]
     m.config.num_hidden_layers = 2
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.Dropout): mod.p = 0.0
-    return m
+    return set_dropout(m, 0.0)
 
 @pytest.fixture
 def model(small_model): return copy.deepcopy(small_model)
@@ -287,9 +291,7 @@ def test_resume_equals_an_uninterrupted_run(monkeypatch, tok, small_model, targe
     "Stopped after an epoch and resumed from the checkpoint: the very weights of a run never stopped (dropout on: RNG too)."
     scripted_dev(monkeypatch, range(100))   # every evaluation the best: the last weights are returned
     c = cfg(epochs=3, alpha=0.5, alpha_schedule='ganin')
-    small_model = copy.deepcopy(small_model)
-    for mod in small_model.modules():
-        if isinstance(mod, torch.nn.Dropout): mod.p = 0.1
+    small_model = set_dropout(copy.deepcopy(small_model), 0.1)
     whole = copy.deepcopy(small_model)
     T.fit(whole, tok, LABELS, target, dev, source=source, cfg=c)
     class Stop(Exception): pass
@@ -302,6 +304,10 @@ def test_resume_equals_an_uninterrupted_run(monkeypatch, tok, small_model, targe
     assert len(res.history) == 3 and same(T._tensors(again), T._tensors(whole))
     with pytest.raises(T.CheckpointError, match='different run'):
         T.fit(copy.deepcopy(small_model), tok, LABELS, target, dev, source=source, cfg=cfg(epochs=3), out_dir=tmp_path, resume=True)
+
+def no_data_task(labels=LABELS, **cfg_kw):
+    "A task with a label space and a config but no rows: for methods that learn nothing from data."
+    return X.TransferTask(list(labels), None, None, None, None, cfg(**cfg_kw))
 
 # ---------------------------------------------------------------------------------------------------
 # every method of the registry: what it starts from, which rows and weights it uses, what it returns
@@ -318,8 +324,9 @@ class FitLog:
         self.calls.append(dict(model=model, train=train, dev=dev, source=source, cfg=cfg, keep_start=keep_start,
                                unlabelled=unlabelled, out_dir=out_dir))
         with torch.no_grad(): model.classifier.bias += torch.tensor([0.0, 0.1, 0.2])  # a trace of this stage
-        if out_dir is not None: (Path(out_dir)/'checkpoint').mkdir(parents=True, exist_ok=True)   # as `fit` leaves one
-        if out_dir is not None: (Path(out_dir)/'checkpoint/state.pt').write_bytes(b'')
+        if out_dir is not None:   # a checkpoint, as `fit` leaves one
+            (Path(out_dir)/'checkpoint').mkdir(parents=True, exist_ok=True)
+            (Path(out_dir)/'checkpoint/state.pt').write_bytes(b'')
         score = self.dev_scores.get(cfg.alpha, 0.5)
         self.calls[-1]['result'] = T.FitResult([dict(epoch=0, dev_macro_f1=score)], score, 0, 1, 1.23, False)
         return self.calls[-1]['result']
@@ -420,7 +427,7 @@ def test_vader_rule_thresholds(monkeypatch):
     compound = np.array([0.05, 0.049, -0.05, -0.049, 0.0, 0.9])
     monkeypatch.setattr(X, 'vader_scores', lambda texts: np.c_[np.zeros((6, 3)), compound])
     assert X.vader_classes(['x'] * 6).tolist() == [2, 1, 0, 1, 1, 2]
-    proba = X.vader_lexicon(X.TransferTask(LABELS, None, None, None, None, cfg())).predict_proba(['x'] * 6)
+    proba = X.vader_lexicon(no_data_task()).predict_proba(['x'] * 6)
     assert np.array_equal(proba, np.eye(3)[[2, 1, 0, 1, 1, 2]])
 
 def test_vader_scores_are_vaders():
@@ -430,12 +437,12 @@ def test_vader_scores_are_vaders():
 
 def test_lm_lexicon_counts_positive_minus_negative_words(monkeypatch):
     monkeypatch.setattr(X, '_lm_word_lists', lambda: ({'GAIN', 'PROFIT'}, {'LOSS'}))
-    out = X.lm_lexicon(X.TransferTask(LABELS, None, None, None, None, cfg()))
+    out = X.lm_lexicon(no_data_task())
     texts = ['Gain and profit, then a loss.', 'A loss.', 'Nothing here.', 'gain LOSS']
     assert out.predict_proba(texts).argmax(1).tolist() == [2, 0, 1, 1]
 
 def test_lexicons_refuse_other_label_spaces():
-    t = X.TransferTask(['a', 'b'], None, None, None, None, cfg())
+    t = no_data_task(['a', 'b'])
     for method in (X.vader_lexicon, X.lm_lexicon):
         with pytest.raises(ValueError, match='negative/neutral/positive'): method(t)
 
@@ -651,7 +658,7 @@ def test_saved_model_predicts_what_the_model_predicts(small_model, tok, tmp_path
     with pytest.raises(FileNotFoundError, match='not a saved model'): X.load_model(tmp_path)
 
 def test_new_model_heads_are_seeded():
-    t = lambda seed: X.TransferTask(LABELS, None, None, None, None, cfg(seed=seed))
+    t = lambda seed: no_data_task(seed=seed)
     a, b, c = (x.new_model()[0].classifier.weight for x in (t(0), t(0), t(1)))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
@@ -774,7 +781,7 @@ def test_refusals_name_the_problem():
     with pytest.raises(ValueError, match='one lexicon class per probability row'): X.label_free_scores(np.ones((2, 3)), np.array([1]))
     with pytest.raises(ValueError, match='at least one text'): X.label_free_scores(np.ones((0, 3)), np.array([]))
     assert X.label_free_scores(np.array([[.2, .8]]), np.array([1]))['n_label_free'] == 1
-    with pytest.raises(ValueError, match="Use it on a sentiment domain"): X._require_sentiment(X.TransferTask(['a'], *[None] * 4, cfg()), 'x')
+    with pytest.raises(ValueError, match="Use it on a sentiment domain"): X._require_sentiment(no_data_task(['a']), 'x')
     with pytest.raises(ValueError, match="method 'joint' with n_target_labels=16"):
         E.transfer_matrix(records_frame(), 'joint', n_target_labels=16)
     with pytest.raises(ValueError, match=r"No records for method 'joint'\.$"): E.transfer_matrix(records_frame(), 'joint')

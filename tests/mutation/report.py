@@ -3,17 +3,16 @@
     python tests/mutation/report.py [--out results/mutation]
 
 Writes `mutmut.md` (score per file, every survivor with file, line and change) and `mutmut.json`.
-A mutant that only rewrites a docstring line is counted as equivalent (no behaviour changes);
-`equivalent.tsv` beside this script lists the others judged equivalent by hand, one line each with why.
+Docstring lines are never mutated (`do_not_mutate_patterns`); `equivalent.tsv` beside this script lists the
+mutants judged equivalent by hand, one line each with why.
 """
 import argparse, ast, csv, difflib, json, re
 from collections import Counter
 from pathlib import Path
 
+from mutmut.stats import status_by_exit_code
+
 ROOT = Path(__file__).resolve().parents[2]
-STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped', 36: 'timeout',
-          37: 'caught by type check', -24: 'timeout', 24: 'timeout', 152: 'timeout', 255: 'timeout', None: 'not run'}
-DOCSTRING = re.compile(r'^\s*[rf]?"[^"]*"\s*$|^\s*[rf]?"""')
 # keyword arguments that only style a figure: a mutant confined to one of them changes how it looks, not what it shows
 STYLE = re.compile(r'\b(figsize|fontsize|cmap|color|lw|ls|c|ec|rotation|labelrotation|capsize|dpi|fraction|ha|va)=')
 
@@ -93,8 +92,8 @@ def main():
         changes = mutant_changes(module)
         for key, code in json.loads(meta.read_text())['exit_code_by_key'].items():
             line, old, new = changes[key]
-            status = STATUS.get(code, 'suspicious')
-            why = 'only a docstring changes' if DOCSTRING.match(old) else by_hand.get(key)
+            status = 'not run' if code is None else status_by_exit_code[code]
+            why = by_hand.get(key)
             if status != 'killed' and why: status = 'equivalent'
             elif status == 'survived' and style_only(old, new) and '.x_plot_' in key:
                 status, why = 'style', 'changes only a figure\'s styling (size, font, colour, line, rotation), not what it shows'
@@ -121,14 +120,12 @@ def main():
                          f"run had not reached was run alone: {estimate['killed']} killed ({estimate['rate']:.0%}, 95% interval "
                          f"{estimate['low']:.0%}–{estimate['high']:.0%}). Counting the rest at that rate, the whole score would be "
                          f"{estimate['score']:.1%} ({estimate['score_low']:.1%}–{estimate['score_high']:.1%})."]
-    md += ['', '## Survivors', '', '| file:line | mutant | from | to |', '|---|---|---|---|']
-    md += [f"| {r['file']}:{r['line']} | {r['mutant'].split('.')[-1]} | `{r['old'][:90]}` | `{r['new'][:90]}` |"
-           for r in rows if r['status'] in ('survived', 'timeout', 'suspicious', 'no tests')]
-    md += ['', '## Survivors that only restyle a figure', '', '| file:line | mutant | from | to |', '|---|---|---|---|']
-    md += [f"| {r['file']}:{r['line']} | {r['mutant'].split('.')[-1]} | `{r['old'][:90]}` | `{r['new'][:90]}` |"
-           for r in rows if r['status'] == 'style']
+    for title, kept in (('Survivors', ('survived', 'timeout', 'suspicious', 'no tests')), ('Survivors that only restyle a figure', ('style',))):
+        md += ['', f'## {title}', '', '| file:line | mutant | from | to |', '|---|---|---|---|']
+        md += [f"| {r['file']}:{r['line']} | {r['mutant'].split('.')[-1]} | `{r['old'][:90]}` | `{r['new'][:90]}` |"
+               for r in rows if r['status'] in kept]
     md += ['', '## Judged equivalent by hand', '', '| mutant | why |', '|---|---|']
-    md += [f"| {r['mutant']} | {r['why']} |" for r in rows if r['status'] == 'equivalent' and r['why'] != 'only a docstring changes']
+    md += [f"| {r['mutant']} | {r['why']} |" for r in rows if r['status'] == 'equivalent']
     (out/'mutmut.md').write_text('\n'.join(md) + '\n')
     print(f"{score:.1%} killed of {judged} non-equivalent mutants ({dict(counts)}); {out}/mutmut.md")
 
