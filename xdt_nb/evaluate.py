@@ -19,8 +19,9 @@ from .train import predict_logits
 
 # %% auto #0
 __all__ = ['RECORD_FIELDS', 'CELL_FIELDS', 'classification_metrics', 'majority_baseline', 'predict_proba', 'evaluate',
-           'plot_confusion', 'append_record', 'read_records', 'summarise', 'mean_std', 'drop_repeats', 'uneven_seeds',
-           'mixed_dev_sizes', 'plot_summary', 'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
+           'plot_confusion', 'append_record', 'read_jsonl', 'read_records', 'summarise', 'mean_std', 'drop_repeats',
+           'uneven_seeds', 'mixed_dev_sizes', 'plot_summary', 'transfer_matrix', 'format_matrix', 'negative_transfer',
+           'plot_heatmap']
 
 # %% ../nbs/04_evaluate.ipynb #14bef23c
 def classification_metrics(y_true, y_pred, labels) -> dict:
@@ -99,14 +100,18 @@ def append_record(path:Path|str, record:dict) -> dict:
     with open(path, 'a', encoding='utf-8') as f: f.write(to_json(record) + '\n')
     return record
 
-def read_records(path:Path|str) -> pd.DataFrame:
-    "All records of a `records.jsonl` as a DataFrame (a clear error if a line is not JSON)."
+def read_jsonl(path:Path|str) -> list[dict]:
+    "The records of a `records.jsonl`, one dict per line (a clear error if a line is not JSON)."
     rows = []
     for i, line in enumerate(Path(path).read_text(encoding='utf-8').splitlines(), 1):
         if not line.strip(): continue
         try: rows.append(json.loads(line))
         except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i} is not JSON ({e}). Fix or delete that line.") from None
-    return pd.DataFrame(rows)
+    return rows
+
+def read_records(path:Path|str) -> pd.DataFrame:
+    "All records of a `records.jsonl` as a DataFrame."
+    return pd.DataFrame(read_jsonl(path))
 
 # %% ../nbs/04_evaluate.ipynb #d6ff2468
 def summarise(records:pd.DataFrame, by=('source', 'target', 'method', 'n_target_labels'),
