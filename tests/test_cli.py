@@ -32,7 +32,7 @@ def test_train(tmp_path):
 STARS = {'negative': ('1', '2'), 'neutral': ('3', '3'), 'positive': ('4', '5')}  # a user's own 5-star labels
 
 def test_train_on_own_file_then_predict(tmp_path):
-    "A user's CSV (own column names, 1-5 stars) as the target, tweets as the source, then `xdt predict` on a second CSV."
+    "A user's CSV (own column names, 1-5 stars) as target, tweets as source, then `xdt predict` on a second CSV."
     movie = load_domain('movie')
     sample = movie.groupby('label').head(40)   # 120 sentences, every class
     stars = [STARS[label][i % 2] for i, label in enumerate(sample.label)]

@@ -121,7 +121,8 @@ def _train_target(a) -> str:
     given = {p: getattr(a, p) for p in FILE_PARAMS if getattr(a, p) is not None}
     if Path(a.target).suffix in FILE_TYPES: return register_domain(Path(a.target).stem, a.target, **given).name
     if given: raise ValueError(f"{a.target!r} is a domain, not a data file, so these flags do not apply: "
-                               f"{', '.join(map(as_flag, given))}. Fix: leave them out, or train on a .csv, .tsv or .jsonl file.")
+                               f"{', '.join(map(as_flag, given))}. Fix: leave them out, or train on a .csv, .tsv or "
+                               ".jsonl file.")
     return a.target
 
 def _cmd_train(a):
@@ -162,7 +163,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_cmd_run)
     t = sub.add_parser('train', help='one experiment: train, evaluate, save (works under `accelerate launch`)')
     t.add_argument('target', help='a domain, or your own labelled .csv/.tsv/.jsonl file')
-    t.add_argument('--method', default='target_only'); t.add_argument('--source', help="source domain (or a data file with columns text, label); several share --max-source: 'movie+nyt'")
+    t.add_argument('--method', default='target_only')
+    t.add_argument('--source', help="source domain (or a data file with columns text, label); several share --max-source: "
+                                    "'movie+nyt'")
     t.add_argument('--n-labels', type=int, default=None, help='target labels (default: all)')
     t.add_argument('--seed', type=int, default=0); t.add_argument('--epochs', type=int, default=3)
     t.add_argument('--lr', type=float, default=None, help="default: the encoder's suggested rate"); t.add_argument('--batch-size', type=int, default=16)

@@ -481,8 +481,9 @@ def _file_splits(splits:pd.Series, texts:pd.Series, path, split_col:str) -> pd.S
     "A file's own split column, checked: known names only, and no text in two splits."
     splits = splits.astype(str).str.strip().str.lower()
     odd = sorted(set(splits) - set(SPLITS))
-    if odd: raise ValueError(f"{path}: column {split_col!r} has unknown split name(s) {odd}; the names are {list(SPLITS)}. "
-                             "Fix: rename them in the file, or leave out split_col= to split by hashing the text.")
+    if odd: raise ValueError(f"{path}: column {split_col!r} has unknown split name(s) {odd}; the names are "
+                             f"{list(SPLITS)}. Fix: rename them in the file, or leave out split_col= to split by hashing "
+                             "the text.")
     n_splits = splits.groupby(texts.astype(str)).nunique()
     leaked = n_splits.index[n_splits > 1]
     if len(leaked): raise ValueError(
@@ -497,16 +498,18 @@ def read_labelled_file(path:Path|str, text_col:str='text', label_col:str='label'
     df = read_table(path, encoding)
     require_columns(df, path, text_col=text_col, label_col=label_col, split_col=split_col)
     # the text is the split key: a text that appears twice lands in one split
-    rows = pd.DataFrame(dict(text=df[text_col], label=df[label_col].astype(str).str.strip(), key=df[text_col].astype(str)))
+    rows = pd.DataFrame(dict(text=df[text_col], label=df[label_col].astype(str).str.strip(),
+                             key=df[text_col].astype(str)))
     mapping = parse_label_map(label_map)
     unmapped = sorted(set(rows.label) - set(mapping)) if mapping else []
     if unmapped: raise ValueError(f"{path}: label_map leaves label(s) {unmapped} of column {label_col!r} unmapped. "
                                   f"Fix: add them, e.g. label_map='...,{unmapped[0]}=LABEL'.")
     rows['label'] = rows.label.map(mapping) if mapping else rows.label
     classes = sorted(rows.label.unique())
-    if len(classes) < 2: raise ValueError(f"{path}: column {label_col!r} has {len(classes)} class(es) {classes}; a classifier "
-                                          "needs two or more. Fix: check that label_col= names the label column (and "
-                                          "label_map= keeps classes apart), or add rows of the other classes.")
+    if len(classes) < 2:
+        raise ValueError(f"{path}: column {label_col!r} has {len(classes)} class(es) {classes}; a classifier needs two or "
+                         "more. Fix: check that label_col= names the label column (and label_map= keeps classes apart), "
+                         "or add rows of the other classes.")
     if split_col: rows['split'] = _file_splits(df[split_col], rows.text, path, split_col)
     return rows
 
@@ -522,7 +525,8 @@ def register_domain(name:str,                     # the domain's name: `load_dom
                    ) -> Domain:
     "Make your labelled file a domain like the built-in ones: checked now, then loaded by `name` anywhere."
     if name in DOMAINS and not DOMAINS[name].file:
-        raise ValueError(f"{name!r} is a built-in domain; a file cannot take its name. Fix: rename the file or pick another name.")
+        raise ValueError(f"{name!r} is a built-in domain; a file cannot take its name. "
+                         "Fix: rename the file or pick another name.")
     path = Path(path).resolve()
     reader = functools.partial(read_labelled_file, text_col=text_col, label_col=label_col, split_col=split_col,
                                label_map=label_map, encoding=encoding)
@@ -550,12 +554,14 @@ def _label_fix(target:str, other:str) -> str:
     files = [n for n in (target, other) if get_domain(n).file]
     if not files:
         want = set(get_domain(target).labels)
-        return f"pair {target!r} with a domain of its labels: {[n for n, d in DOMAINS.items() if set(d.labels) == want and n != target]}."
+        same = [n for n, d in DOMAINS.items() if set(d.labels) == want and n != target]
+        return f"pair {target!r} with a domain of its labels: {same}."
     mine = get_domain(files[0]).labels
     theirs = get_domain(other if files[0] == target else target).labels
     # each label to the one at the same relative place in the other's order: 1..5 stars -> negative..positive
     example = ','.join(f'{label}={theirs[int((i + 0.5) * len(theirs) / len(mine))]}' for i, label in enumerate(mine))
-    return f"map each label of {files[0]!r} to one of {list(theirs)}, e.g. label_map='{example}' (if they run in that order)."
+    return (f"map each label of {files[0]!r} to one of {list(theirs)}, e.g. label_map='{example}' "
+            "(if they run in that order).")
 
 def check_label_spaces(target:str, others) -> None:
     "Refuse to pair `target` with domains of another label set: one model learns one label space."
@@ -575,7 +581,8 @@ def list_domains(settings:Settings|None=None) -> pd.DataFrame:
         if d.file: src, ready = d.file, Path(d.file).is_file()
         elif d.resource: src, ready = (f'{RESOURCES[d.resource].package}=={RESOURCES[d.resource].version}',
                                        (resource_dir(d.resource, settings)/'.complete').exists())
-        else: src, ready = f'data_dir/{d.local_dir}', any((p/d.local_dir).is_dir() for p in (settings.data_dir, settings.cache_dir))
+        else: src, ready = (f'data_dir/{d.local_dir}',
+                            any((p/d.local_dir).is_dir() for p in (settings.data_dir, settings.cache_dir)))
         row = dict(domain=d.name, task=d.task, source=src, license=d.license)
         if ready: row.update(load_domain(d.name, settings=settings).split.value_counts().to_dict())
         rows.append(row)
