@@ -6,15 +6,15 @@ Docs: https://xdt-nb.github.io/xdt_nb/cli.html.md"""
 
 # %% ../nbs/06_cli.ipynb #6541ab66
 from __future__ import annotations
-import argparse, ast, os, shlex, sys, time
+import argparse, ast, os, re, shlex, sys, time
 from pathlib import Path
 
 from fastcore.imports import in_ipython
 from .core import configure_threads, find_settings_file, get_settings, write_json
 
 # %% auto #0
-__all__ = ['project_root', 'find_notebook', 'parse_value', 'notebook_parameters', 'machine_info', 'run_notebook', 'make_parser',
-           'main']
+__all__ = ['FILE_PARAMS', 'project_root', 'find_notebook', 'parse_value', 'notebook_parameters', 'machine_info', 'run_notebook',
+           'as_flag', 'cli_terms', 'make_parser', 'main']
 
 # %% ../nbs/06_cli.ipynb #ddce26ef
 def project_root() -> Path:
@@ -81,6 +81,18 @@ def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, ti
     print(f'{nb.stem}: done in {wall:.0f} s; executed notebook and outputs in {out}')
     return out
 
+# %% ../nbs/06_cli.ipynb #24ecd871
+FILE_PARAMS = ('text_col', 'label_col', 'split_col', 'label_map', 'encoding')  # register_domain's, as `xdt train` flags
+
+def as_flag(param:str) -> str:
+    "The command-line flag of a Python parameter: text_col -> --text-col."
+    return '--' + param.replace('_', '-')
+
+def cli_terms(message:str, params) -> str:
+    "`message` with each Python parameter in `params` written as its flag: text_col='review' -> --text-col='review'."
+    for p in params: message = re.sub(rf'\b{p}=', f'{as_flag(p)}=', message)
+    return message
+
 # %% ../nbs/06_cli.ipynb #d13aea28
 def _cmd_list(a):
     import pandas as pd
@@ -103,13 +115,24 @@ def _cmd_run(a):
     params = {k: parse_value(v) for k, v in (a.param or [])}
     run_notebook(a.notebook, params, a.out_dir, a.timeout, command=shlex.join(['xdt'] + sys.argv[1:]) if a.record_command else None)
 
+def _train_target(a) -> str:
+    "The target's domain name; a data file is registered first, under its stem, with the flags that describe it."
+    from xdt_nb.data import FILE_TYPES, register_domain
+    given = {p: getattr(a, p) for p in FILE_PARAMS if getattr(a, p) is not None}
+    if Path(a.target).suffix in FILE_TYPES: return register_domain(Path(a.target).stem, a.target, **given).name
+    if given: raise ValueError(f"{a.target!r} is a domain, not a data file, so these flags do not apply: "
+                               f"{', '.join(map(as_flag, given))}. Fix: leave them out, or train on a .csv, .tsv or "
+                               ".jsonl file.")
+    return a.target
+
 def _cmd_train(a):
     from xdt_nb.train import TrainConfig
     from xdt_nb.transfer import run_experiment, save_model
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, alpha=a.alpha, min_steps=a.min_steps,
                       mixed_precision=a.mixed_precision)
-    out = Path(a.out_dir or get_settings().output_dir/f'train_{a.source or a.target}_{a.target}_{a.method}_s{a.seed}')
-    r = run_experiment(a.target, a.method, source=a.source, n_target_labels=a.n_labels, seed=a.seed, cfg=cfg,
+    target = _train_target(a)
+    out = Path(a.out_dir or get_settings().output_dir/f'train_{a.source or target}_{target}_{a.method}_s{a.seed}')
+    r = run_experiment(target, a.method, source=a.source, n_target_labels=a.n_labels, seed=a.seed, cfg=cfg,
                        model_name=a.model, out_dir=out, records=out/'records.jsonl', notebook='cli',
                        max_source=a.max_source, command=shlex.join(['xdt'] + sys.argv[1:]), resume=a.resume,
                        label_free=a.label_free)
@@ -139,7 +162,10 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument('--no-record-command', dest='record_command', action='store_false')
     r.set_defaults(fn=_cmd_run)
     t = sub.add_parser('train', help='one experiment: train, evaluate, save (works under `accelerate launch`)')
-    t.add_argument('target'); t.add_argument('--method', default='target_only'); t.add_argument('--source', help="source domain; several share --max-source: 'movie+nyt'")
+    t.add_argument('target', help='a domain, or your own labelled .csv/.tsv/.jsonl file')
+    t.add_argument('--method', default='target_only')
+    t.add_argument('--source', help="source domain (or a data file with columns text, label); several share --max-source: "
+                                    "'movie+nyt'")
     t.add_argument('--n-labels', type=int, default=None, help='target labels (default: all)')
     t.add_argument('--seed', type=int, default=0); t.add_argument('--epochs', type=int, default=3)
     t.add_argument('--lr', type=float, default=None, help="default: the encoder's suggested rate"); t.add_argument('--batch-size', type=int, default=16)
@@ -150,10 +176,16 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument('--mixed-precision', default='no', choices=['no', 'bf16', 'fp16'])
     t.add_argument('--model', default=None, help='encoder name or folder (default: settings)')
     t.add_argument('--out-dir', default=None); t.add_argument('--resume', action='store_true')
-    t.set_defaults(fn=_cmd_train)
+    # a file target's columns and labels (`register_domain`); left out, register_domain's defaults
+    t.add_argument('--text-col', help='default: text'); t.add_argument('--label-col', help='default: label')
+    t.add_argument('--split-col', help='column with train/dev/test (default: split by hashing the text)')
+    t.add_argument('--label-map', metavar='FROM=TO,...',
+                   help="the file's labels onto the source's, e.g. 1=negative,2=negative,3=neutral,4=positive,5=positive")
+    t.add_argument('--encoding', help='default: utf-8')
+    t.set_defaults(fn=_cmd_train, params=FILE_PARAMS)
     pr = sub.add_parser('predict', help='label a csv/tsv/jsonl with a saved model')
     pr.add_argument('model_dir'); pr.add_argument('input'); pr.add_argument('output')
-    pr.add_argument('--text-col', default='text'); pr.set_defaults(fn=_cmd_predict)
+    pr.add_argument('--text-col', default='text'); pr.set_defaults(fn=_cmd_predict, params=('text_col',))
     return p
 
 def main(argv=None) -> int:
@@ -164,7 +196,8 @@ def main(argv=None) -> int:
         configure_threads()
         a.fn(a)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
-        print(f'xdt: error: {e.args[0] if e.args else e}', file=sys.stderr); return 2
+        message = str(e.args[0] if e.args else e)
+        print(f"xdt: error: {cli_terms(message, getattr(a, 'params', ()))}", file=sys.stderr); return 2
     return 0
 
 # `python -m xdt_nb.cli` / `accelerate launch -m xdt_nb.cli` (but not when this notebook runs)

@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #6a1647f4
 from __future__ import annotations
-import fnmatch, hashlib, html, io, shutil, subprocess, sys, tarfile, tempfile, zipfile
+import fnmatch, functools, hashlib, html, io, shutil, subprocess, sys, tarfile, tempfile, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,11 +18,12 @@ from .core import Settings, get_settings
 
 # %% auto #0
 __all__ = ['LABEL_SPACES', 'VADER_FILES', 'RESOURCES', 'SPLITS', 'COLUMNS', 'BBC_TOPICS', 'PHRASEBANK_DIR', 'PHRASEBANK_LEVELS',
-           'PHRASEBANK_LICENSE', 'PHRASEBANK_CITATION', 'PHRASEBANK_HUB', 'DOMAINS', 'label_space', 'Resource',
-           'read_member', 'archive_names', 'FetchError', 'sha256_file', 'pip_download', 'resource_dir', 'fetch',
-           'hash_split', 'check_frame', 'read_text', 'vader_label', 'read_vader', 'read_drug_reviews', 'read_bbc',
-           'read_phrasebank', 'Domain', 'local_domain_dir', 'domain_root', 'get_domain', 'load_domain', 'load_table',
-           'list_domains']
+           'PHRASEBANK_LICENSE', 'PHRASEBANK_CITATION', 'PHRASEBANK_HUB', 'DOMAINS', 'FILE_TYPES', 'label_space',
+           'Resource', 'read_member', 'archive_names', 'FetchError', 'sha256_file', 'pip_download', 'resource_dir',
+           'fetch', 'hash_split', 'check_frame', 'read_text', 'vader_label', 'read_vader', 'read_drug_reviews',
+           'read_bbc', 'read_phrasebank', 'Domain', 'local_domain_dir', 'domain_root', 'get_domain', 'load_domain',
+           'read_table', 'require_columns', 'load_table', 'parse_label_map', 'task_of', 'read_labelled_file',
+           'register_domain', 'file_domain', 'check_label_spaces', 'list_domains']
 
 # %% ../nbs/01_data.ipynb #b64af1ee
 LABEL_SPACES = {
@@ -326,22 +327,28 @@ class Domain:
     "A named dataset of one task: where its files are and how to read them."
     name: str
     task: str
-    reader: Callable       # folder -> DataFrame[text, label, key(, split)]
+    reader: Callable       # folder (or file) -> DataFrame[text, label, key(, split)]
     resource: str|None = None # a RESOURCES name, or None for a local folder
     local_dir: str|None = None # folder under `data_dir` (datasets no registry may ship)
     description: str = ''
     hub: str|None = None   # where Colab can download it when online
     fractions: tuple = (0.7, 0.1, 0.2)
     subset_of: str|None = None # a domain whose rows (and split of each row) include all of this one's
+    file: str|None = None  # a user's own file (`register_domain`)
+    labels: tuple = ()     # its ordered label space; empty: the task's
+
+    def __post_init__(self):
+        if not self.labels: object.__setattr__(self, 'labels', label_space(self.task))
 
     @property
-    def labels(self): return label_space(self.task)
+    def license(self):
+        if self.file: return 'your own data'
+        return RESOURCES[self.resource].license if self.resource else PHRASEBANK_LICENSE
 
     @property
-    def license(self): return RESOURCES[self.resource].license if self.resource else PHRASEBANK_LICENSE
-
-    @property
-    def citation(self): return RESOURCES[self.resource].citation if self.resource else PHRASEBANK_CITATION
+    def citation(self):
+        if self.file: return ''
+        return RESOURCES[self.resource].citation if self.resource else PHRASEBANK_CITATION
 
 # %% ../nbs/01_data.ipynb #ba858ef9
 PHRASEBANK_LICENSE = 'CC BY-NC-SA 3.0 (never redistribute; read from a local folder)'
@@ -385,28 +392,54 @@ def local_domain_dir(dom:Domain, settings:Settings) -> Path:
 
 # %% ../nbs/01_data.ipynb #32d6d21b
 def domain_root(name:str, settings:Settings|None=None) -> Path:
-    "The folder holding domain `name`'s files, fetching its resource if needed."
+    "Where domain `name`'s files are, fetching its resource if needed: a folder, or your registered file."
     settings, dom = settings or get_settings(), get_domain(name)
+    if dom.file: return Path(dom.file)
     return fetch(dom.resource, settings) if dom.resource else local_domain_dir(dom, settings)
 
 def get_domain(name:str) -> Domain:
-    if name not in DOMAINS: raise KeyError(f"Unknown domain {name!r}; known domains: {sorted(DOMAINS)}.")
-    return DOMAINS[name]
+    "The domain called `name`; a .csv/.tsv/.jsonl path stands for that file (`file_domain`, below)."
+    if name in DOMAINS: return DOMAINS[name]
+    if Path(name).suffix in FILE_TYPES: return file_domain(name)
+    raise KeyError(f"Unknown domain {name!r}; known domains: {sorted(DOMAINS)}. Your own data: a .csv, .tsv or "
+                   ".jsonl file's path, or a name given to register_domain.")
 
 # %% ../nbs/01_data.ipynb #76a7ce1d
-def load_domain(name:str,              # a name in `DOMAINS`, e.g. 'tweets'
+def _checked(dom:Domain, rows:pd.DataFrame) -> pd.DataFrame:
+    "A reader's rows, split by their key (unless the reader split them) and checked against `dom`'s labels."
+    if 'split' not in rows: rows = rows.assign(split=hash_split(rows.key, dom.fractions, salt=dom.name))
+    return check_frame(rows.assign(domain=dom.name), dom.labels, source=dom.file or f'domain {dom.name!r}')
+
+def load_domain(name:str,              # a name in `DOMAINS`, e.g. 'tweets', or a data file's path
                 split:str|None=None,   # keep only 'train', 'dev' or 'test'
                 settings:Settings|None=None,
                ) -> pd.DataFrame:
     "Domain `name` as a checked `text, label, domain, split` table, with its fixed splits."
     dom = get_domain(name)
     if split is not None and split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-    df = dom.reader(domain_root(name, settings))
-    if 'split' not in df: df['split'] = hash_split(df.key, dom.fractions, salt=dom.name)
-    df = check_frame(df.assign(domain=name), dom.labels, source=f'domain {name!r}')
+    df = _checked(dom, dom.reader(domain_root(name, settings)))
     return df if split is None else df[df.split == split].reset_index(drop=True)
 
 # %% ../nbs/01_data.ipynb #01bc92fb
+FILE_TYPES = {'.csv': ',', '.tsv': '\t', '.txt': '\t', '.jsonl': None}  # suffix -> column separator (None: JSON lines)
+
+def read_table(path:Path|str, encoding:str='utf-8') -> pd.DataFrame:
+    "The rows of a .csv, .tsv or .jsonl file as they are (CSV and TSV cells as strings)."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"Data file {path} not found (working folder: {Path.cwd()}). Fix: check the path.")
+    if path.suffix not in FILE_TYPES: raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv or .jsonl.")
+    text = read_text(path, (encoding,))
+    if FILE_TYPES[path.suffix]:
+        return pd.read_csv(io.StringIO(text), sep=FILE_TYPES[path.suffix], dtype=str, keep_default_na=False)
+    try: return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+    except ValueError as e: raise ValueError(f"{path} is not valid JSON lines: {e}") from None
+
+def require_columns(df:pd.DataFrame, path, **columns):
+    "Refuse a file that lacks a named column; the fix names the parameter (`text_col=`, ...) that names it."
+    missing = {param: col for param, col in columns.items() if col and col not in df.columns}
+    if missing: raise ValueError(f"{path}: column(s) {list(missing.values())} not found; the file has {list(df.columns)}. "
+                                 f"Fix: pass {', '.join(f'{p}=NAME' for p in missing)} with the right column name(s).")
+
 def load_table(path:Path|str,             # .csv, .tsv or .jsonl
                text_col:str='text',        # column with the text
                label_col:str|None='label', # column with the label (None: unlabelled, for prediction)
@@ -417,23 +450,127 @@ def load_table(path:Path|str,             # .csv, .tsv or .jsonl
               ) -> pd.DataFrame:
     "Your own file as a checked `text, label, domain, split` table."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"Data file {path} not found (working folder: {Path.cwd()}). Fix: check the path.")
-    readers = {'.csv': dict(sep=','), '.tsv': dict(sep='\t'), '.txt': dict(sep='\t')}
-    text = read_text(path, (encoding,))
-    if path.suffix == '.jsonl':
-        try: df = pd.read_json(io.StringIO(text), lines=True, dtype=False)
-        except ValueError as e: raise ValueError(f"{path} is not valid JSON lines: {e}") from None
-    elif path.suffix in readers: df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, **readers[path.suffix])
-    else: raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv or .jsonl.")
-    need = [c for c in (text_col, label_col, split_col) if c]
-    missing = [c for c in need if c not in df.columns]
-    if missing: raise ValueError(f"{path}: column(s) {missing} not found; the file has {list(df.columns)}. "
-                                 "Fix: pass text_col=/label_col= with the right names.")
+    df = read_table(path, encoding)
+    require_columns(df, path, text_col=text_col, label_col=label_col, split_col=split_col)
     out = pd.DataFrame(dict(text=df[text_col], label=df[label_col].astype(str) if label_col else '',
                             domain=domain or path.stem))
     out['split'] = df[split_col].str.strip().str.lower() if split_col else hash_split(out.text.astype(str), salt=path.stem)
     if not label_col: return check_frame(out, [''], source=str(path), min_classes=1)
     return check_frame(out, labels if labels is not None else sorted(out.label.unique()), source=str(path))
+
+# %% ../nbs/01_data.ipynb #2f6ce291
+def parse_label_map(label_map:dict|str|None) -> dict:
+    "A label mapping as a dict, given as one or as 'from=to' pairs separated by commas ('1=negative,5=positive')."
+    if label_map is None: return {}
+    if isinstance(label_map, dict): return {str(k).strip(): str(v).strip() for k, v in label_map.items()}
+    pairs = [p.split('=') for p in label_map.split(',')]
+    bad = ['='.join(p) for p in pairs if len(p) != 2 or not all(s.strip() for s in p)]
+    if bad: raise ValueError(f"label_map={label_map!r}: {bad} are not FROM=TO pairs. Fix: write it like "
+                             "label_map='1=negative,3=neutral,5=positive'.")
+    keys = [k.strip() for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice: raise ValueError(f"label_map={label_map!r} maps label(s) {twice} more than once. Fix: give each one target.")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+def task_of(labels) -> str|None:
+    "The task whose label space is exactly `labels` (in any order), or None."
+    return next((task for task, space in LABEL_SPACES.items() if set(space) == set(labels)), None)
+
+# %% ../nbs/01_data.ipynb #6a572e26
+def _file_splits(splits:pd.Series, texts:pd.Series, path, split_col:str) -> pd.Series:
+    "A file's own split column, checked: known names only, and no text in two splits."
+    splits = splits.astype(str).str.strip().str.lower()
+    odd = sorted(set(splits) - set(SPLITS))
+    if odd: raise ValueError(f"{path}: column {split_col!r} has unknown split name(s) {odd}; the names are "
+                             f"{list(SPLITS)}. Fix: rename them in the file, or leave out split_col= to split by hashing "
+                             "the text.")
+    n_splits = splits.groupby(texts.astype(str)).nunique()
+    leaked = n_splits.index[n_splits > 1]
+    if len(leaked): raise ValueError(
+        f"{path}: {len(leaked)} text(s) in more than one split (e.g. {leaked[0][:60]!r}): the model would be tested on "
+        f"sentences it trained on. Fix: give each text one split in column {split_col!r}, drop the repeats, or leave out "
+        "split_col= to split by hashing the text.")
+    return splits
+
+def read_labelled_file(path:Path|str, text_col:str='text', label_col:str='label', split_col:str|None=None,
+                       label_map:dict|str|None=None, encoding:str='utf-8') -> pd.DataFrame:
+    "A labelled file's `text, label, key(, split)` rows, labels mapped; refused, with the fix, if it cannot be a domain."
+    df = read_table(path, encoding)
+    require_columns(df, path, text_col=text_col, label_col=label_col, split_col=split_col)
+    # the text is the split key: a text that appears twice lands in one split
+    rows = pd.DataFrame(dict(text=df[text_col], label=df[label_col].astype(str).str.strip(),
+                             key=df[text_col].astype(str)))
+    mapping = parse_label_map(label_map)
+    unmapped = sorted(set(rows.label) - set(mapping)) if mapping else []
+    if unmapped: raise ValueError(f"{path}: label_map leaves label(s) {unmapped} of column {label_col!r} unmapped. "
+                                  f"Fix: add them, e.g. label_map='...,{unmapped[0]}=LABEL'.")
+    rows['label'] = rows.label.map(mapping) if mapping else rows.label
+    classes = sorted(rows.label.unique())
+    if len(classes) < 2:
+        raise ValueError(f"{path}: column {label_col!r} has {len(classes)} class(es) {classes}; a classifier needs two or "
+                         "more. Fix: check that label_col= names the label column (and label_map= keeps classes apart), "
+                         "or add rows of the other classes.")
+    if split_col: rows['split'] = _file_splits(df[split_col], rows.text, path, split_col)
+    return rows
+
+# %% ../nbs/01_data.ipynb #27234664
+def register_domain(name:str,                     # the domain's name: `load_domain(name)`, records, studies
+                    path:Path|str,                # .csv, .tsv or .jsonl
+                    text_col:str='text',          # column with the text
+                    label_col:str='label',        # column with the label
+                    split_col:str|None=None,      # column with train/dev/test (default: hashed on the text)
+                    label_map:dict|str|None=None, # file label -> label, e.g. '1=negative,3=neutral,5=positive'
+                    encoding:str='utf-8',
+                    fractions=(0.7, 0.1, 0.2),    # train, dev, test shares of the hashed split
+                   ) -> Domain:
+    "Make your labelled file a domain like the built-in ones: checked now, then loaded by `name` anywhere."
+    if name in DOMAINS and not DOMAINS[name].file:
+        raise ValueError(f"{name!r} is a built-in domain; a file cannot take its name. "
+                         "Fix: rename the file or pick another name.")
+    path = Path(path).resolve()
+    reader = functools.partial(read_labelled_file, text_col=text_col, label_col=label_col, split_col=split_col,
+                               label_map=label_map, encoding=encoding)
+    rows = reader(path)
+    task = task_of(rows.label.unique())
+    labels = label_space(task) if task else tuple(sorted(rows.label.unique()))
+    dom = Domain(name, task or name, reader, file=str(path), fractions=fractions, labels=labels,
+                 description=f'your file {path.name} ({len(rows)} rows)')
+    _checked(dom, rows)
+    DOMAINS[name] = dom
+    return dom
+
+def file_domain(path:Path|str) -> Domain:
+    "The domain of the file at `path`: registered under its stem with the default columns the first time it is named."
+    path = Path(path)
+    known = DOMAINS.get(path.stem)
+    if known is None: return register_domain(path.stem, path)
+    if known.file == str(path.resolve()): return known
+    raise ValueError(f"{path} would be domain {path.stem!r}, a name taken by {known.file or 'a built-in domain'}. "
+                     f"Fix: register_domain('another_name', {str(path)!r}).")
+
+# %% ../nbs/01_data.ipynb #944e7906
+def _label_fix(target:str, other:str) -> str:
+    "How to make `target` and `other` share labels: map a file's labels onto the other's, or pick a domain of one task."
+    files = [n for n in (target, other) if get_domain(n).file]
+    if not files:
+        want = set(get_domain(target).labels)
+        same = [n for n, d in DOMAINS.items() if set(d.labels) == want and n != target]
+        return f"pair {target!r} with a domain of its labels: {same}."
+    mine = get_domain(files[0]).labels
+    theirs = get_domain(other if files[0] == target else target).labels
+    # each label to the one at the same relative place in the other's order: 1..5 stars -> negative..positive
+    example = ','.join(f'{label}={theirs[int((i + 0.5) * len(theirs) / len(mine))]}' for i, label in enumerate(mine))
+    return (f"map each label of {files[0]!r} to one of {list(theirs)}, e.g. label_map='{example}' "
+            "(if they run in that order).")
+
+def check_label_spaces(target:str, others) -> None:
+    "Refuse to pair `target` with domains of another label set: one model learns one label space."
+    want = get_domain(target).labels
+    for other in others:
+        got = get_domain(other).labels
+        if set(got) != set(want):
+            raise ValueError(f"Domain {other!r} and target {target!r} have different tasks: labels {list(got)} and "
+                             f"{list(want)}; one model cannot learn both. Fix: {_label_fix(target, other)}")
 
 # %% ../nbs/01_data.ipynb #ae9745f0
 def list_domains(settings:Settings|None=None) -> pd.DataFrame:
@@ -441,10 +578,12 @@ def list_domains(settings:Settings|None=None) -> pd.DataFrame:
     settings = settings or get_settings()
     rows = []
     for d in DOMAINS.values():
-        src = f'{RESOURCES[d.resource].package}=={RESOURCES[d.resource].version}' if d.resource else f'data_dir/{d.local_dir}'
+        if d.file: src, ready = d.file, Path(d.file).is_file()
+        elif d.resource: src, ready = (f'{RESOURCES[d.resource].package}=={RESOURCES[d.resource].version}',
+                                       (resource_dir(d.resource, settings)/'.complete').exists())
+        else: src, ready = (f'data_dir/{d.local_dir}',
+                            any((p/d.local_dir).is_dir() for p in (settings.data_dir, settings.cache_dir)))
         row = dict(domain=d.name, task=d.task, source=src, license=d.license)
-        ready = (resource_dir(d.resource, settings)/'.complete').exists() if d.resource else \
-                any((p/d.local_dir).is_dir() for p in (settings.data_dir, settings.cache_dir))
         if ready: row.update(load_domain(d.name, settings=settings).split.value_counts().to_dict())
         rows.append(row)
     df = pd.DataFrame(rows).set_index('domain')

@@ -16,7 +16,7 @@ import pandas as pd
 from accelerate import PartialState
 
 from .core import get_settings, write_json
-from .data import get_domain, load_domain, load_table
+from .data import check_label_spaces, get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .model import load_classifier, load_tokenizer
 from .train import TrainConfig, _tensors, fit, label_ids, macro_f1, resolve_lr
@@ -462,9 +462,7 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                          f"{dom.task} domain. Use label_free=0 there.")
     sources = source_domains(source) if source else []
     source = '+'.join(sources) or None
-    for other in [*sources, *also_test_on]:
-        if get_domain(other).task != dom.task:
-            raise ValueError(f"Domain {other!r} ({get_domain(other).task}) and target {target!r} ({dom.task}) have different tasks.")
+    check_label_spaces(target, [*sources, *also_test_on])
     split = lambda df, s: df[df.split == s].reset_index(drop=True)
     target_train = split(tgt, 'train')
     target_dev = few_shot(_cap(split(tgt, 'dev'), max_dev, seed), dev_labels, seed)
