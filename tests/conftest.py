@@ -16,10 +16,18 @@ def read_json(path):
     def not_json(token): pytest.fail(f'{path} holds {token}, which is not JSON (jq and browsers reject it); write it with xdt_nb.core.write_json.')
     return json.loads(Path(path).read_text(), parse_constant=not_json)
 
-def run_headless(notebook, params, out):
-    "`xdt run notebook -p k v ...` into `out`; fails the test with the notebook's error if it fails."
-    args = ['run', notebook, '--out-dir', out, '--timeout', 1800]  # CI: a hung cell fails in 30 min, not at the job limit
+def xdt_ok(args, params):
+    "`xdt ARGS -p k v ...` with each parameter as a Python literal; fails the test with the notebook's error if it fails."
     for k, v in params.items(): args += ['-p', k, repr(v)]
     r = xdt(*args)
     assert r.returncode == 0, r.stderr[-3000:]
+
+def run_headless(notebook, params, out):
+    "`xdt run notebook -p k v ...` into `out` (a hung cell fails in 30 min, not at the CI job's limit)."
+    xdt_ok(['run', notebook, '--out-dir', out, '--timeout', 1800], params)
     return out
+
+def run_study(phase, params, folder):
+    "`xdt study 11_cross_domain PHASE --dir folder -p ...`; the report folder it wrote."
+    xdt_ok(['study', '11_cross_domain', phase, '--dir', folder, '--timeout', 1800], params)
+    return next((folder/'reports').iterdir())

@@ -961,3 +961,27 @@ def test_vader_lexicon_needs_no_source():
     assert not X.METHODS['vader_lexicon'].needs_source and not X.METHODS['vader_lexicon'].needs_target
     assert not X.METHODS['vader_lexicon'].uses_target_text and X.METHODS['dann'].uses_target_text
     assert X.METHODS['joint'].needs_source and X.METHODS['joint'].needs_target and X.METHODS['joint'] is X.joint
+
+# --- The study store: a study skips exactly what it has already run ---------------------------------------------
+
+@pytest.mark.parametrize('method', sorted(X.METHODS))
+def test_store_plans_the_keys_each_method_writes(method, monkeypatch, small_model, tok, tmp_path):
+    "For every method, the keys `run_once` plans before training are the keys its records get, so a rerun trains nothing."
+    from xdt_nb import store as ST
+    monkeypatch.setattr(X.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
+    FitLog(monkeypatch)
+    fn = X.METHODS[method]
+    learns_target = fn.uses_target_text or fn.needs_target
+    n = 8 if fn.needs_target else 0
+    ask = dict(target='tweets', method=method, source='nyt' if fn.needs_source else None, n_target_labels=n, seed=1,
+               cfg=cfg(alpha=0.4), max_source=10, max_dev=12, max_test=20, max_unlabelled=30,
+               dev_labels=6 if n else None, also_test_on=[] if learns_target else ['amazon'])
+    store = ST.Store(tmp_path/'records.jsonl')
+    first = ST.run_once(store, 'first', **ask)     # raises if a written key is not the planned one
+    assert [r['target'] for r in first] == ['tweets'] + ([] if learns_target else ['amazon'])
+    class Ran(Exception): "run_experiment was called"
+    def refuse(**kw): raise Ran
+    monkeypatch.setattr(ST, 'run_experiment', refuse)
+    again = ST.run_once(store, 'again', **ask)      # would raise Ran if it trained
+    assert [r['key'] for r in again] == [r['key'] for r in first] and len(store.records()) == len(first)
+    with pytest.raises(Ran): ST.run_once(store, 'other seed', **ask | dict(seed=2))  # another experiment: it runs

@@ -1,8 +1,10 @@
 "Regression test: a small real slice of the cross-domain study, run headlessly with papermill."
 
 import pytest
+import shutil
 from xdt_nb.evaluate import RECORD_FIELDS, read_records, transfer_matrix
-from conftest import ROOT, read_json, run_headless
+from xdt_nb.store import Store
+from conftest import ROOT, read_json, run_study
 
 # one few-shot pair, amazon -> tweets: the zero-shot part trains amazon's source-only model last, so `sequential` reuses it;
 # and amazon + nyt -> tweets, a multi-source source stage
@@ -10,17 +12,21 @@ SLICE = dict(domains=['tweets', 'amazon'], extra_targets=[], zero_shot_methods=[
              few_shot_methods=['target_only', 'sequential'], few_shot_pairs=[['amazon', 'tweets'], ['amazon+nyt', 'tweets']], n_labels=[64], seeds=[0],
              max_train=400, max_test=300, max_dev=200, epochs=2, min_steps=60, label_free_sample=100)
 
+def records(report):
+    "The records of the study store beside a report folder (DIR/reports/ENCODER -> DIR/records.jsonl)."
+    return read_records(report.parent.parent/'records.jsonl')
+
 @pytest.fixture(scope='module')
 def study(tmp_path_factory):
-    return run_headless('11_cross_domain', SLICE, tmp_path_factory.mktemp('cross'))
+    return run_study('run', SLICE, tmp_path_factory.mktemp('cross'))
 
 def test_report_files(study):
-    for name in ('11_cross_domain.ipynb', 'table5.md', 'few_shot.png', 'metrics.json', 'negative_transfer.csv',
+    for name in ('11_cross_domain_study.ipynb', 'run.json', 'table5.md', 'few_shot.png', 'metrics.json', 'negative_transfer.csv',
                  'heatmap_source_only.png', 'heatmap_sequential.png', 'gap_by_pair.png', 'gap_by_pair.md'):
         assert (study/name).exists(), name
 
 def test_records(study):
-    recs = read_records(study/'records.jsonl')
+    recs = records(study)
     assert set(RECORD_FIELDS) <= set(recs.columns)
     # lexicon: 2 targets; probe, source_only and the ensemble: 2 sources x 2 targets; target_only and sequential: the one pair
     assert recs.groupby('method').size().to_dict() == {'vader_lexicon': 2, 'linear_probe': 4, 'source_only': 4,
@@ -33,7 +39,7 @@ def test_records(study):
     assert seq.n_target_labels == 64 and len(seq.epochs) == 2, seq   # two stages: source, then target
 
 def test_models_beat_the_floors(study):
-    recs = read_records(study/'records.jsonl')
+    recs = records(study)
     m = read_json(study/'metrics.json')
     mean, _ = transfer_matrix(recs, 'source_only', 'weighted_f1')
     assert recs.model.unique().tolist() == [m['model']], (m['model'], recs.model.unique())  # one encoder per report
@@ -55,7 +61,7 @@ def test_models_beat_the_floors(study):
     assert g['within_02'] == (['amazon → tweets'] if g['gap']['tweets']['amazon'] <= .02 else []), g
 
 def test_label_free_choice(study):
-    recs = read_records(study/'records.jsonl')
+    recs = records(study)
     m = read_json(study/'metrics.json')
     # every zero-shot model but the lexicon itself was scored on 100 unlabelled sentences of each target
     scored = recs[recs.n_target_labels == 0].groupby('method').n_label_free.agg(lambda s: s.dropna().tolist()).to_dict()
@@ -71,7 +77,7 @@ def test_label_free_choice(study):
     assert (study/'label_free_choice.png').exists() and (study/'label_free_choice.md').exists()
 
 def test_multi_source_few_shot(study):
-    recs = read_records(study/'records.jsonl')
+    recs = records(study)
     m = read_json(study/'metrics.json')
     seq = recs[recs.method == 'sequential'].set_index('source').weighted_f1
     # the multi-source run against the one single source of the slice, kept apart from every single-source table
@@ -84,18 +90,30 @@ def test_multi_source_few_shot(study):
     assert abs(m['targets_met']['labels_64_gap_to_in_domain_multi_source'] - (in_domain - seq['amazon+nyt'])) < 1e-9, m['targets_met']
     assert abs(m['few_shot']['sequential n=64'] - seq['amazon']) < 1e-4, m['few_shot']  # the few-shot curves leave it out
 
+def test_rerun_trains_nothing(study, tmp_path):
+    "The same command again, on a copy of the study: every experiment is in the store, so nothing trains or is appended."
+    shutil.copy(study.parent.parent/'records.jsonl', tmp_path/'records.jsonl')
+    before = (tmp_path/'records.jsonl').read_text()
+    again = run_study('run', SLICE, tmp_path)
+    assert (tmp_path/'records.jsonl').read_text() == before
+    assert 'weighted F1' in (again/'11_cross_domain_study.ipynb').read_text()  # the loops ran, reading their records back
+    m, m0 = (read_json(d/'metrics.json') for d in (again, study))
+    same = lambda m: {k: v for k, v in m.items() if k not in ('run_id', 'command', 'wall_seconds')}
+    assert same(m) == same(m0)
+    assert (again/'table5.md').read_text() == (study/'table5.md').read_text()
+
 def test_report_keeps_one_encoder(study, tmp_path):
-    # the study's records again, plus a copy said to come from another encoder with every score zeroed: a report-only run
-    # must leave the copy out (averaged in, it would halve every cell), say so, and reproduce the study's own figures
-    recs = read_records(study/'records.jsonl')
-    other = recs.assign(model='other-encoder', weighted_f1=0.0, macro_f1=0.0, accuracy=0.0)
-    other.to_json(tmp_path/'other.jsonl', orient='records', lines=True)
+    # the study's store again, plus a copy of each record said to come from another encoder with every score zeroed
+    # (other keys: the encoder is in the spec): the report must leave the copies out (averaged in, they would halve
+    # every cell), say so, and reproduce the study's own figures
+    shutil.copy(study.parent.parent/'records.jsonl', tmp_path/'records.jsonl')
+    store = Store(tmp_path/'records.jsonl')
+    other = [r | dict(model='other-encoder', weighted_f1=0.0, macro_f1=0.0, accuracy=0.0) for r in store.records()]
+    store.append(other, run_id='other')
     # a report-only run trains nothing, so: metrics.json must give the seeds of the records it reports, not seeds=[0, 1, 2];
     # and max_train=None (the whole train split, as the full-data runs in results/ use it) reaches only the report's own sampling
-    report = run_headless('11_cross_domain', SLICE | dict(zero_shot_methods=[], few_shot_methods=[], n_labels=[], seeds=[0, 1, 2], max_train=None, label_free_sample=0,
-                                                           include_records=[str(study/'records.jsonl'), str(tmp_path/'other.jsonl')]),
-                          tmp_path/'report')
-    assert f"Left out {len(other)} records of ['other-encoder']" in (report/'11_cross_domain.ipynb').read_text()
+    report = run_study('report', SLICE | dict(seeds=[0, 1, 2], max_train=None), tmp_path)
+    assert f"Left out {len(other)} records of ['other-encoder']" in (report/'11_cross_domain_study.ipynb').read_text()
     m, m0 = (read_json(d/'metrics.json') for d in (report, study))
     assert m['model'] == m0['model'] and m['targets_met'] == m0['targets_met'], (m['targets_met'], m0['targets_met'])
     assert (report/'table5.md').read_text() == (study/'table5.md').read_text()
@@ -104,20 +122,17 @@ def test_report_keeps_one_encoder(study, tmp_path):
 def test_one_domain_report(study, tmp_path):
     # in-domain training alone (one domain, as the whole-split runs in results/ do it): no cross pair, so the tables
     # that compare sources are empty, and the report must still give the in-domain score against the human rater
-    report = run_headless('11_cross_domain', SLICE | dict(domains=['tweets'], zero_shot_methods=[], few_shot_methods=[], n_labels=[], label_free_sample=0,
-                                                           include_records=[str(study/'records.jsonl')]), tmp_path/'report')
+    shutil.copy(study.parent.parent/'records.jsonl', tmp_path/'records.jsonl')
+    report = run_study('report', SLICE | dict(domains=['tweets']), tmp_path)
     m, m0 = (read_json(d/'metrics.json') for d in (report, study))
     assert m['in_domain']['ours weighted F1'] == {'tweets': m0['in_domain']['ours weighted F1']['tweets']}, m['in_domain']
     assert m['targets_met']['in_domain_above_human'] == {'tweets': m0['targets_met']['in_domain_above_human']['tweets']}
     assert m['domain_distance']['best_source'] == {} and (report/'domain_distance.png').exists(), m['domain_distance']
 
 def committed_records(model='all-minilm-l6-v2'):
-    "Every committed record of the study for `model` with the whole dev split, each experiment cell once."
-    from xdt_nb.evaluate import drop_repeats
-    import pandas as pd
-    files = sorted((ROOT/'results/11_cross_domain').glob('*/records.jsonl'))
-    recs = pd.concat([read_records(f) for f in files if f.parent.name not in ('report', 'mpnet_report')], ignore_index=True)
-    return drop_repeats(recs[(recs.model == model) & recs.dev_labels.isna()])
+    "The committed store's records for `model` with the whole dev split, one per experiment."
+    recs = Store(ROOT/'results/11_cross_domain/records.jsonl').frame()
+    return recs[(recs.model == model) & recs.spec.map(lambda s: s['dev_labels'] is None)]
 
 def test_sequential_beats_target_only_as_the_prose_says(study):
     "11's few-shot claim, on the CI slice: starting from the source model beats the 64 target labels alone."
@@ -128,5 +143,5 @@ def test_sequential_beats_target_only_as_the_prose_says(study):
     committed = gain(committed_records())
     # the full study's own seeds: the gain is positive on every one of them, so its direction is what CI may assert
     assert len(committed) >= 3 and (committed > 0).all(), committed
-    ci = gain(read_records(study/'records.jsonl'))
+    ci = gain(records(study))
     assert len(ci) == 1 and ci.iloc[0] > 0, (ci, committed)

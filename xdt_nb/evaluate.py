@@ -18,10 +18,9 @@ from .model import TextDataset, make_loader
 from .train import predict_logits
 
 # %% auto #0
-__all__ = ['RECORD_FIELDS', 'CELL_FIELDS', 'classification_metrics', 'majority_baseline', 'predict_proba', 'evaluate',
-           'plot_confusion', 'append_record', 'read_jsonl', 'read_records', 'summarise', 'mean_std', 'drop_repeats',
-           'uneven_seeds', 'mixed_dev_sizes', 'plot_summary', 'transfer_matrix', 'format_matrix', 'negative_transfer',
-           'plot_heatmap']
+__all__ = ['RECORD_FIELDS', 'classification_metrics', 'majority_baseline', 'predict_proba', 'evaluate', 'plot_confusion',
+           'append_record', 'read_jsonl', 'read_records', 'summarise', 'mean_std', 'uneven_seeds', 'plot_summary',
+           'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
 
 # %% ../nbs/04_evaluate.ipynb #14bef23c
 def classification_metrics(y_true, y_pred, labels) -> dict:
@@ -129,31 +128,11 @@ def mean_std(summary:pd.DataFrame, metric:str='macro_f1', digits:int=3) -> pd.Se
     return pd.Series([f'{a:.{digits}f}' + ('' if math.isnan(b) else f' ± {b:.{digits}f}') for a, b in zip(m, s)],
                      index=summary.index)
 
-# %% ../nbs/04_evaluate.ipynb #8cbe1b4a
-CELL_FIELDS = ('model', 'source', 'target', 'method', 'n_target_labels', 'seed', 'n_source', 'n_dev', 'n_test', 'config')
-
-def drop_repeats(records:pd.DataFrame, fields=CELL_FIELDS) -> pd.DataFrame:
-    "One record per experiment cell (the `fields` it has): of repeats, the one with the latest `run_id`."
-    if records.empty: return records
-    # configs are dicts, unhashable: compare them as sorted JSON (`duplicated` already counts NaN equal to NaN)
-    cells = records[[f for f in fields if f in records]].map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict) else v)
-    if 'run_id' in records: cells = cells.loc[records.run_id.fillna('').sort_values(kind='stable').index]
-    return records[~cells.duplicated(keep='last').reindex(records.index)]
-
 # %% ../nbs/04_evaluate.ipynb #e1a2b3c5
 def uneven_seeds(records:pd.DataFrame, by=('method', 'n_target_labels')) -> list:
     "The `by` cells whose seeds did not all run the same (source, target) pairs."
     pairs = records.groupby([*by, 'seed'])[['source', 'target']].apply(lambda g: frozenset(zip(g.source, g.target)))
     return [] if pairs.empty else pairs.groupby(level=list(range(len(by)))).nunique().loc[lambda n: n > 1].index.tolist()
-
-# %% ../nbs/04_evaluate.ipynb #0911753d
-def mixed_dev_sizes(records:pd.DataFrame, by=('target', 'method', 'n_target_labels')) -> list:
-    "The `by` cells of runs with target labels whose target dev splits differ in size (`n_dev`)."
-    if 'n_dev' not in records: return []
-    # records older than the `n_dev` field all chose on the whole dev split: the largest size recorded for their target
-    n_dev = records.n_dev.fillna(records.groupby('target').n_dev.transform('max'))
-    sizes = n_dev[records.n_target_labels > 0].groupby([records[b] for b in by]).nunique()
-    return sizes[sizes > 1].index.tolist()
 
 # %% ../nbs/04_evaluate.ipynb #5a7b4f13
 def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro_f1', baseline:float|None=None,

@@ -20,7 +20,7 @@ from .transfer import METHODS, few_shot, run_experiment, source_domains, source_
 
 # %% auto #0
 __all__ = ['SCHEMA', 'LEXICONS', 'SPEC_FIELDS', 'data_version', 'record_spec', 'spec_key', 'git_state', 'machine_name',
-           'provenance', 'Store', 'planned_fields', 'run_once', 'spec_column', 'in_setting']
+           'provenance', 'Store', 'planned_fields', 'run_once', 'spec_column', 'in_setting', 'results_index']
 
 # %% ../nbs/08_store.ipynb #62a6de0d
 @functools.lru_cache(maxsize=None)
@@ -176,3 +176,25 @@ def in_setting(frame:pd.DataFrame, model:str, cfg:TrainConfig, dann_weight:float
     mask = (spec_column(frame, 'model') == model) & same_cfg & same_weight
     for field, value in spec_values.items(): mask &= spec_column(frame, field).map(lambda v: v == value)
     return mask
+
+# %% ../nbs/08_store.ipynb #89cfa372
+def _store_cell(folder:Path, root:Path) -> tuple[str, str]:
+    "The study store of a report folder (its own, or its study's) and its records: total and distinct keys."
+    study = folder.relative_to(root).parts[0]
+    store = next((p for p in (folder/'records.jsonl', root/study/'records.jsonl') if p.exists()), None)
+    if store is None: return '—', '—'
+    rows = read_jsonl(store)
+    keys = {r['key'] for r in rows if 'key' in r}
+    counted = f'{len(rows):,}' + (f' ({len(keys):,} keys)' if keys else ' (no keys: not a study store)')
+    return f'`{store.relative_to(root)}`', counted
+
+def results_index(root:Path|str) -> str:
+    "A markdown table of the report folders under `root`: study, report, store, records and the command that made it."
+    root = Path(root)
+    lines = ['| study | report | store | records | command |', '|---|---|---|---|---|']
+    for run in sorted(root.glob('**/run.json')):
+        folder = run.parent
+        store, counted = _store_cell(folder, root)
+        command = json.loads(run.read_text())['command'].replace('|', '\\|')
+        lines.append(f'| {folder.relative_to(root).parts[0]} | `{folder.relative_to(root)}/` | {store} | {counted} | `{command}` |')
+    return '\n'.join(lines) + '\n'
