@@ -14,6 +14,8 @@ import torch
 from accelerate import Accelerator
 
 from xdt_nb import adversarial as A, evaluate as E, objective as O, train as T, transfer as X
+# the modules the methods live in, where a stand-in must replace what they look up
+from xdt_nb import finetune as FT, label_shift as LS, lexicon as LX, registry as R
 from xdt_nb.data import hash_split, label_space, load_domain
 from xdt_nb.model import load_classifier, load_tokenizer
 
@@ -313,17 +315,20 @@ def no_data_task(labels=LABELS, **cfg_kw):
 # every method of the registry: what it starts from, which rows and weights it uses, what it returns
 
 class FitLog:
-    "Stands in for `transfer.fit`: records each call (rows, config, model object) and nudges the head, trains nothing."
+    "Stands in for `finetune.fit`: records each call (rows, config, model object) and nudges the head, trains nothing."
     def __init__(self, monkeypatch, dev_scores=None):
         self.calls, self.dev_scores = [], dev_scores or {}
-        monkeypatch.setattr(X, 'fit', self)
-        monkeypatch.setattr(X, '_last_fit', {})
+        monkeypatch.setattr(FT, 'fit', self)
+
+    def trace(self, train, source) -> torch.Tensor:
+        "What a stage adds to the head's bias: the same for every stage."
+        return torch.tensor([0.0, 0.1, 0.2])
 
     def __call__(self, model, tok, labels, train=None, dev=None, source=None, cfg=None, out_dir=None, resume=False,
                  keep_start=False, unlabelled=None):
         self.calls.append(dict(model=model, train=train, dev=dev, source=source, cfg=cfg, keep_start=keep_start,
                                unlabelled=unlabelled, out_dir=out_dir))
-        with torch.no_grad(): model.classifier.bias += torch.tensor([0.0, 0.1, 0.2])  # a trace of this stage
+        with torch.no_grad(): model.classifier.bias += self.trace(train, source)  # a trace of this stage
         if out_dir is not None:   # a checkpoint, as `fit` leaves one
             (Path(out_dir)/'checkpoint').mkdir(parents=True, exist_ok=True)
             (Path(out_dir)/'checkpoint/state.pt').write_bytes(b'')
@@ -334,7 +339,7 @@ class FitLog:
 @pytest.fixture
 def task(monkeypatch, small_model, tok):
     "A transfer task on real rows: 8 tweets labelled, 12 for dev, nyt as the source, 40 unlabelled tweets."
-    monkeypatch.setattr(X.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
+    monkeypatch.setattr(R.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
     unlabelled = _sample('tweets', 'train', 40, seed=1)
     return X.TransferTask(LABELS, _sample('tweets', 'train', 8), _sample('tweets', 'dev', 12), _sample('nyt', 'train', 8),
                           _sample('nyt', 'dev', 12), cfg(alpha=0.4), unlabelled=unlabelled.drop(columns='label'))
@@ -347,13 +352,16 @@ def test_target_only(monkeypatch, task):
 
 def test_source_only_uses_no_target_rows_and_is_reused(monkeypatch, task):
     log = FitLog(monkeypatch)
-    first = X.source_only(task)
+    cached = dataclasses.replace(task, models=R.ModelCache())
+    first = X.source_only(cached)
     (c,) = log.calls
     assert c['train'] is None and c['source'] is task.source_train and c['dev'] is task.source_dev
-    again = X.source_only(task)   # same rows, same config: the same model, not trained again
+    again = X.source_only(cached)   # same rows, same config, a cache: the same model, not trained again
     assert len(log.calls) == 1 and again.model is not first.model and same(T._tensors(again.model), T._tensors(first.model))
-    X.source_only(dataclasses.replace(task, source_train=task.source_train.iloc[:6]))
+    X.source_only(dataclasses.replace(cached, source_train=task.source_train.iloc[:6]))
     assert len(log.calls) == 2
+    X.source_only(task)   # no cache: trained
+    assert len(log.calls) == 3
 
 def test_sequential_trains_on_from_the_source_model(monkeypatch, task):
     log = FitLog(monkeypatch)
@@ -425,7 +433,7 @@ def test_linear_probe_is_a_balanced_logistic_regression_on_frozen_vectors(monkey
 
 def test_vader_rule_thresholds(monkeypatch):
     compound = np.array([0.05, 0.049, -0.05, -0.049, 0.0, 0.9])
-    monkeypatch.setattr(X, 'vader_scores', lambda texts: np.c_[np.zeros((6, 3)), compound])
+    monkeypatch.setattr(LX, 'vader_scores', lambda texts: np.c_[np.zeros((6, 3)), compound])
     assert X.vader_classes(['x'] * 6).tolist() == [2, 1, 0, 1, 1, 2]
     proba = X.vader_lexicon(no_data_task()).predict_proba(['x'] * 6)
     assert np.array_equal(proba, np.eye(3)[[2, 1, 0, 1, 1, 2]])
@@ -436,7 +444,7 @@ def test_vader_scores_are_vaders():
     assert X.vader_scores(['What a great, lovely day!']).tolist() == [[s['neg'], s['neu'], s['pos'], s['compound']]]
 
 def test_lm_lexicon_counts_positive_minus_negative_words(monkeypatch):
-    monkeypatch.setattr(X, '_lm_word_lists', lambda: ({'GAIN', 'PROFIT'}, {'LOSS'}))
+    monkeypatch.setattr(LX, '_lm_word_lists', lambda: ({'GAIN', 'PROFIT'}, {'LOSS'}))
     out = X.lm_lexicon(no_data_task())
     texts = ['Gain and profit, then a loss.', 'A loss.', 'Nothing here.', 'gain LOSS']
     assert out.predict_proba(texts).argmax(1).tolist() == [2, 0, 1, 1]
@@ -495,7 +503,7 @@ def test_lexicon_ensemble_averages_two_calibrated_experts(monkeypatch, task):
     raw = E.predict_proba(model, task.new_model()[1], texts)
     cal = X.fit_calibration(E.predict_proba(model, task.new_model()[1], task.source_dev.text.tolist()),
                             T.label_ids(task.source_dev.label, LABELS))
-    lexicon = X._lexicon_expert(task.source_dev, LABELS)(texts)
+    lexicon = LX._lexicon_expert(task.source_dev, LABELS)(texts)
     assert np.allclose(out.predict_proba(texts), 0.5 * cal(raw) + 0.5 * lexicon, atol=1e-6)
 
 def test_sequential_lexicon_mixes_with_the_weight_best_on_target_dev(monkeypatch, task):
@@ -506,7 +514,7 @@ def test_sequential_lexicon_mixes_with_the_weight_best_on_target_dev(monkeypatch
     texts = task.target_dev.text.tolist()
     raw = E.predict_proba(out.model, task.new_model()[1], texts)
     cal = X.fit_calibration(raw, T.label_ids(task.target_dev.label, LABELS), bias=False)
-    lexicon = X._lexicon_expert(task.target_train, LABELS)(texts)
+    lexicon = LX._lexicon_expert(task.target_train, LABELS)(texts)
     assert np.allclose(out.predict_proba(texts), w * cal(raw) + (1 - w) * lexicon, atol=1e-6)
     dev_y = T.label_ids(task.target_dev.label, LABELS)
     assert scores == [round(T.macro_f1(dev_y, (v * cal(raw) + (1 - v) * lexicon).argmax(1), 3), 4) for v in X.MODEL_WEIGHTS]
@@ -585,7 +593,7 @@ def test_majority_baseline_and_label_free_scores():
 @pytest.fixture
 def experiment(monkeypatch, small_model, tok, tmp_path):
     "run_experiment on real domains with `fit` recorded, not run; its FitLog and a records path."
-    monkeypatch.setattr(X.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
+    monkeypatch.setattr(R.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
     log = FitLog(monkeypatch)
     kw = dict(source='nyt', n_target_labels=8, seed=1, cfg=cfg(alpha=0.4), max_source=10, max_dev=12, max_test=20,
               out_dir=tmp_path/'run', records=tmp_path/'records.jsonl')
@@ -669,7 +677,7 @@ def test_domain_classifier_loss_is_binary_cross_entropy():
     assert head.loss(f, d).item() == pytest.approx(-(d * p.log() + (1 - d) * (1 - p).log()).mean().item(), rel=1e-5)
 
 def test_lm_word_lists_are_the_dictionary():
-    pos, neg = X._lm_word_lists()
+    pos, neg = LX._lm_word_lists()
     assert {'GAIN', 'PROFITABLE'} <= pos and {'LOSS', 'DECLINE'} <= neg and not pos & neg and len(pos) > 300
 
 # ---------------------------------------------------------------------------------------------------
@@ -776,12 +784,12 @@ def test_refusals_name_the_problem():
     for share in (0, 1.5):
         with pytest.raises(ValueError, match=r'share must be in \(0, 1\]'): X.confident_rows(np.eye(2), share)
     one_class = pd.DataFrame(dict(text=['good', 'great'], label=['positive', 'positive']))
-    with pytest.raises(ValueError, match='at least two classes'): X._lexicon_expert(one_class, LABELS)
-    assert X._lexicon_expert(pd.concat([one_class, one_class.assign(label='negative')]), LABELS)(['fine']).shape == (1, 3)
+    with pytest.raises(ValueError, match='at least two classes'): LX._lexicon_expert(one_class, LABELS)
+    assert LX._lexicon_expert(pd.concat([one_class, one_class.assign(label='negative')]), LABELS)(['fine']).shape == (1, 3)
     with pytest.raises(ValueError, match='one lexicon class per probability row'): X.label_free_scores(np.ones((2, 3)), np.array([1]))
     with pytest.raises(ValueError, match='at least one text'): X.label_free_scores(np.ones((0, 3)), np.array([]))
     assert X.label_free_scores(np.array([[.2, .8]]), np.array([1]))['n_label_free'] == 1
-    with pytest.raises(ValueError, match="Use it on a sentiment domain"): X._require_sentiment(no_data_task(['a']), 'x')
+    with pytest.raises(ValueError, match="Use it on a sentiment domain"): LX._require_sentiment(no_data_task(['a']), 'x')
     with pytest.raises(ValueError, match="method 'joint' with n_target_labels=16"):
         E.transfer_matrix(records_frame(), 'joint', n_target_labels=16)
     with pytest.raises(ValueError, match=r"No records for method 'joint'\.$"): E.transfer_matrix(records_frame(), 'joint')
@@ -847,8 +855,8 @@ def test_run_experiment_samples_with_its_seed_and_passes_the_target_text(experim
     (c,) = log.calls
     tweets = load_domain('tweets')
     split = lambda s: tweets[tweets.split == s].reset_index(drop=True)
-    assert c['dev'].equals(X.few_shot(X._cap(split('dev'), 12, 3), 9, 3))
-    assert c['unlabelled'].equals(X._cap(split('train'), 30, 3).drop(columns='label'))
+    assert c['dev'].equals(X.few_shot(R._cap(split('dev'), 12, 3), 9, 3))
+    assert c['unlabelled'].equals(R._cap(split('train'), 30, 3).drop(columns='label'))
     assert c['source'].equals(X.source_rows('nyt', 'train', 10, 3)) and c['cfg'].adversarial > 0
     assert res.record['dev_labels'] == 9 and res.record['n_dev'] == 9 and res.tokenizer is not None and res.fits == [log.calls[0]['result']]
 
@@ -878,7 +886,7 @@ def test_run_experiment_adapts_label_shift_to_each_target(monkeypatch, experimen
     def spy(proba, source_priors):
         seen.append(len(proba))
         return np.array([0.2, 0.3, 0.5]) if len(seen) == 1 else np.array([0.6, 0.3, 0.1])
-    monkeypatch.setattr(X, 'em_priors', spy)
+    monkeypatch.setattr(LS, 'em_priors', spy)
     res, _ = experiment('label_shift_em', n_target_labels=0, max_unlabelled=25, also_test_on=['movie'])
     assert seen == [25, 25]
     assert list(res.record['estimated_priors'].values()) == [0.2, 0.3, 0.5]
@@ -951,11 +959,35 @@ def test_predict_proba_truncates_at_128_tokens(small_model, tok):
 
 def test_models_are_reused_only_for_the_same_rows_and_config(monkeypatch, task):
     log = FitLog(monkeypatch)
+    task = dataclasses.replace(task, models=R.ModelCache())
     X.source_only(task)
     moved = dataclasses.replace(task, source_train=task.source_train.iloc[1:], source_dev=pd.concat([task.source_train.iloc[:1], task.source_dev]))
     X.source_only(moved)   # the same rows, one moved from train to dev: another model
     X.source_only(dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, lr=2e-4)))   # another config: another model
     assert len(log.calls) == 3
+
+class RowsFitLog(FitLog):
+    "A FitLog whose trace on the head grows with the rows a stage trains on: models from other rows differ."
+    def trace(self, train, source) -> torch.Tensor:
+        return torch.tensor([0.0, 0.1, 0.2]) * sum(len(f) for f in (train, source) if f is not None)
+
+def test_results_do_not_depend_on_the_order_of_runs(monkeypatch, task):
+    "One cache shared by the methods on two sources: in any order, each gets the model it trains without a cache."
+    log = RowsFitLog(monkeypatch)
+    tasks = [task, dataclasses.replace(task, source_train=task.source_train.iloc[:6])]
+    methods = ['source_only', 'label_shift_em', 'sequential', 'self_train', 'lexicon_ensemble', 'sequential_lexicon']
+    texts = task.target_dev.text.tolist()
+    def probabilities(order, models):
+        return {(m, i): X.METHODS[m](dataclasses.replace(tasks[i], models=models)).predict_proba(texts) for m, i in order}
+    order = [(m, i) for i in (0, 1) for m in methods]
+    alone = probabilities(order, None)
+    trained_alone = len(log.calls)
+    interleaved = [(m, i) for m in methods[::-1] for i in (1, 0)]
+    for runs in (order, order[::-1], interleaved):
+        log.calls.clear()
+        got = probabilities(runs, R.ModelCache())
+        assert len(log.calls) < trained_alone   # the cache was used...
+        for k in alone: assert np.allclose(got[k], alone[k], atol=1e-6), k   # ...and changed no result
 
 def test_vader_lexicon_needs_no_source():
     assert not X.METHODS['vader_lexicon'].needs_source and not X.METHODS['vader_lexicon'].needs_target
