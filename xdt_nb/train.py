@@ -151,6 +151,7 @@ def save_checkpoint(ckpt_dir:Path, model, best:dict, state:dict):
     tmp.replace(ckpt_dir)
     if old.exists(): shutil.rmtree(old)
 
+# %% ../nbs/03_train.ipynb #9566b1fb
 def load_checkpoint(ckpt_dir:Path, fingerprint:dict) -> tuple[dict, dict, dict]:
     "(weights, best weights, state) of a checkpoint, checked against the run's `fingerprint`."
     from safetensors.torch import load_file
@@ -220,7 +221,7 @@ class _Part:
     domain: int
     seed_offset: int
 
-# %% ../nbs/03_train.ipynb #a9c34ee3
+# %% ../nbs/03_train.ipynb #2e4af005
 def _check_streams(has_target:bool, has_source:bool, adversarial:bool, has_unlabelled:bool):
     "Fail, naming the argument to pass, when the data given cannot make the run asked for."
     if not has_target and not has_source:
@@ -230,6 +231,7 @@ def _check_streams(has_target:bool, has_source:bool, adversarial:bool, has_unlab
     if adversarial and not has_target and not has_unlabelled:
         raise ValueError("The adversarial term needs target text: pass `unlabelled` (labels not needed).")
 
+# %% ../nbs/03_train.ipynb #096b18db
 def training_parts(train:pd.DataFrame|None, source:pd.DataFrame|None, unlabelled:pd.DataFrame|None,
                    cfg:TrainConfig) -> list[_Part]:
     "The streams of a run, the leading one first: labelled target, labelled source, unlabelled target text."
