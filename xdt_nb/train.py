@@ -374,6 +374,7 @@ def _cycle(loader, epoch:int):
         loader.set_epoch(epoch * 1000 + k)
         yield from loader
 
+# %% ../nbs/03_train.ipynb #50c89675
 def train_epoch(run:TrainingRun, epoch:int, bar) -> float:
     "One epoch of `run.plan.steps_per_epoch` steps, the model in training mode; the mean training loss."
     run.model.train()
