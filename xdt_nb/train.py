@@ -7,7 +7,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/train.html.md"""
 # %% ../nbs/03_train.ipynb #5629d056
 from __future__ import annotations
 import math, random, shutil, time, warnings
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,10 @@ from .model import TextDataset, make_loader, suggested_lr
 
 # %% auto #0
 __all__ = ['TrainConfig', 'resolve_lr', 'label_ids', 'class_weights', 'predict_logits', 'macro_f1', 'CheckpointError',
-           'save_checkpoint', 'load_checkpoint', 'FitResult', 'layer_depths', 'param_groups', 'freeze_untrained', 'fit']
+           'save_checkpoint', 'load_checkpoint', 'layer_depths', 'param_groups', 'freeze_untrained', 'FitResult',
+           'training_parts', 'stream_weights', 'StepPlan', 'plan_steps', 'TrainingRun', 'prepare_run', 'loss_coef',
+           'domain_loss', 'step_loss', 'optimiser_step', 'train_epoch', 'score_dev', 'RunProgress', 'evaluate_dev',
+           'run_fingerprint', 'save_run', 'resume_run', 'start_progress', 'fit']
 
 # %% ../nbs/03_train.ipynb #712f580b
 @dataclass
@@ -32,16 +35,16 @@ class TrainConfig:
     "Hyper-parameters of one training run."
     epochs: int = 3             # passes over the longer of target/source
     batch_size: int = 16
-    lr: float|None = None       # peak learning rate (AdamW); None: the encoder's `suggested_lr` (1e-4 small, 2e-5 base-size)
+    lr: float|None = None       # peak learning rate (AdamW); None: the encoder's `suggested_lr`
     weight_decay: float = 0.01
     warmup: float = 0.1         # fraction of steps with rising learning rate
     max_grad_norm: float = 1.0  # gradient clipping
     alpha: float = 0.0          # weight of the source loss (0: target only)
     alpha_schedule: str = 'constant' # how alpha moves over training: constant, ganin (ramp up), linear_decay
-    adversarial: float = 0.0    # peak weight of the domain-adversarial term (0: off), ramped in as Ganin et al.
+    adversarial: float = 0.0    # peak weight of the domain-adversarial term (0: off), on Ganin's ramp
     class_weights: bool = True  # weight classes by n / (K n_y)
-    layer_lr_decay: float = 1.0 # discriminative fine-tuning: each layer down from the head gets this times the lr above it (FinBERT: 0.85)
-    unfreeze_epochs: float = 0.0 # gradual unfreezing: train the head first, then one more layer from the top every this many epochs (FinBERT: 1/3; 0: off)
+    layer_lr_decay: float = 1.0 # each layer down learns at this times the rate above it (FinBERT: 0.85)
+    unfreeze_epochs: float = 0.0 # one more layer from the top every this many epochs (FinBERT: 1/3; 0: off)
     patience: int = 2           # evaluations without a better dev macro-F1 before stopping
     min_steps: int = 0          # train at least this many steps (few-shot sets are tiny)
     eval_steps: int = 50        # evaluate at most about this often (in steps), at epoch ends
@@ -50,29 +53,32 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        checks = dict(epochs=self.epochs >= 1, batch_size=self.batch_size >= 1, lr=self.lr is None or self.lr > 0,
-                      weight_decay=self.weight_decay >= 0, warmup=0 <= self.warmup < 1, max_grad_norm=self.max_grad_norm > 0,
+        checks = dict(epochs=self.epochs >= 1, batch_size=self.batch_size >= 1,
+                      lr=self.lr is None or self.lr > 0, weight_decay=self.weight_decay >= 0,
+                      warmup=0 <= self.warmup < 1, max_grad_norm=self.max_grad_norm > 0,
                       alpha=self.alpha >= 0, alpha_schedule=self.alpha_schedule in SCHEDULES,
                       adversarial=self.adversarial >= 0, layer_lr_decay=0 < self.layer_lr_decay <= 1,
-                      unfreeze_epochs=self.unfreeze_epochs >= 0, patience=self.patience >= 1, min_steps=self.min_steps >= 0,
-                      eval_steps=self.eval_steps >= 1, max_length=8 <= self.max_length <= 512,
+                      unfreeze_epochs=self.unfreeze_epochs >= 0, patience=self.patience >= 1,
+                      min_steps=self.min_steps >= 0, eval_steps=self.eval_steps >= 1,
+                      max_length=8 <= self.max_length <= 512,
                       mixed_precision=self.mixed_precision in ('no', 'bf16', 'fp16'))
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad: raise ValueError(f"Bad TrainConfig value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}. "
-                                 "Ranges: epochs, batch_size, patience, eval_steps >= 1; lr, max_grad_norm > 0; "
-                                 "0 <= warmup < 1; alpha, weight_decay, min_steps, unfreeze_epochs >= 0; 0 < layer_lr_decay <= 1; "
-                                 "8 <= max_length <= 512; "
+        bad = ', '.join(f'{k}={getattr(self, k)!r}' for k, ok in checks.items() if not ok)
+        if bad: raise ValueError(f"Bad TrainConfig value(s): {bad}. Ranges: "
+                                 "epochs, batch_size, patience, eval_steps >= 1; lr, max_grad_norm > 0; "
+                                 "0 <= warmup < 1; alpha, weight_decay, min_steps, unfreeze_epochs >= 0; "
+                                 "0 < layer_lr_decay <= 1; 8 <= max_length <= 512; "
                                  f"mixed_precision in no/bf16/fp16; alpha_schedule in {SCHEDULES}.")
 
 # %% ../nbs/03_train.ipynb #964dda3e
 def resolve_lr(cfg:TrainConfig, model=None) -> TrainConfig:
-    "`cfg` with `lr` set for `model` (name, folder or loaded model; None: the default encoder) when it is None; warns when over twice the suggestion."
+    "`cfg` with `lr` set for `model` (None: the default encoder) when it is None; warns when over twice that."
     suggested = suggested_lr(model)
     if cfg.lr is None: return replace(cfg, lr=suggested)
     if cfg.lr > 2 * suggested:
-        warnings.warn(f"lr={cfg.lr:g} is over twice the rate suggested for this encoder ({suggested:g}): a base-size "
-                      f"encoder loses what it learned in pretraining at a small encoder's rate (all-mpnet-base-v2 on movie "
-                      f"reviews: weighted F1 .763 at 1e-4, .875 at 2e-5). Fix: lr=None (the suggested rate) or a smaller lr.")
+        warnings.warn(f"lr={cfg.lr:g} is over twice the rate suggested for this encoder ({suggested:g}): "
+                      f"a base-size encoder loses what it learned in pretraining at a small encoder's rate "
+                      f"(all-mpnet-base-v2 on movie reviews: weighted F1 .763 at 1e-4, .875 at 2e-5). "
+                      "Fix: lr=None (the suggested rate) or a smaller lr.")
     return cfg
 
 # %% ../nbs/03_train.ipynb #84b9abff
@@ -97,7 +103,8 @@ def predict_logits(model, loader, accelerator=None) -> np.ndarray:
     n, device, out = len(loader.dataset), next(model.parameters()).device, None
     for b in loader:
         if accelerator is None: b = {k: v.to(device) for k, v in b.items()}  # Accelerate moves its own
-        idx = b.pop('idx'); b.pop('labels', None)
+        idx = b.pop('idx')
+        b.pop('labels', None)
         logits = model(**b).logits.float()
         if accelerator is not None: idx, logits = accelerator.gather_for_metrics((idx, logits))
         if out is None: out = np.zeros((n, logits.shape[-1]), dtype=np.float32)
@@ -114,8 +121,9 @@ class CheckpointError(RuntimeError):
 
 def _rng_state() -> dict:
     st = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return dict(python=random.getstate(), numpy=[st[0], torch.from_numpy(st[1].copy()), *st[2:]],
-                torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
+                torch=torch.get_rng_state(), cuda=cuda)
 
 def _set_rng_state(s:dict):
     random.setstate(s['python'])
@@ -131,7 +139,8 @@ def _tensors(model) -> dict:
 def save_checkpoint(ckpt_dir:Path, model, best:dict, state:dict):
     "Atomically write `model.safetensors`, `best.safetensors` and `state.pt` into `ckpt_dir`."
     from safetensors.torch import save_file
-    ckpt_dir = Path(ckpt_dir); tmp = ckpt_dir.with_name(ckpt_dir.name + '.tmp')
+    ckpt_dir = Path(ckpt_dir)
+    tmp = ckpt_dir.with_name(ckpt_dir.name + '.tmp')
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     save_file(_tensors(model), tmp/'model.safetensors')
@@ -142,6 +151,7 @@ def save_checkpoint(ckpt_dir:Path, model, best:dict, state:dict):
     tmp.replace(ckpt_dir)
     if old.exists(): shutil.rmtree(old)
 
+# %% ../nbs/03_train.ipynb #9566b1fb
 def load_checkpoint(ckpt_dir:Path, fingerprint:dict) -> tuple[dict, dict, dict]:
     "(weights, best weights, state) of a checkpoint, checked against the run's `fingerprint`."
     from safetensors.torch import load_file
@@ -153,10 +163,42 @@ def load_checkpoint(ckpt_dir:Path, fingerprint:dict) -> tuple[dict, dict, dict]:
         raise CheckpointError(f"Checkpoint {ckpt_dir} is corrupt or incomplete ({type(e).__name__}: {e}). "
                               f"Fix: delete {ckpt_dir} to start over, or run with resume=False.") from None
     theirs = state.get('fingerprint', {})
-    diff = sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k))
-    if diff: raise CheckpointError(f"Checkpoint {ckpt_dir} belongs to a different run (differs in: {', '.join(diff)}). "
-                                   "Fix: resume with the same data and settings, use another out_dir, or resume=False.")
+    diff = ', '.join(sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k)))
+    if diff: raise CheckpointError(f"Checkpoint {ckpt_dir} belongs to a different run (differs in: {diff}). "
+                                   "Fix: resume with the same data and settings, use another out_dir, "
+                                   "or resume=False.")
     return weights, best, state
+
+# %% ../nbs/03_train.ipynb #b8aec47d
+def layer_depths(model) -> dict[str, int]:
+    "Depth of each named parameter: 0 embeddings, 1..L transformer blocks, L+1 the rest (pooler, heads)."
+    import re
+    blocks = {n: re.search(r'\.layer\.(\d+)\.', n) for n, _ in model.named_parameters()}
+    block = {n: int(m.group(1)) + 1 for n, m in blocks.items() if m}
+    top = max(block.values(), default=0) + 1
+    return {n: block.get(n, 0 if 'embeddings' in n else top) for n, _ in model.named_parameters()}
+
+# %% ../nbs/03_train.ipynb #6c3075f7
+def param_groups(model, cfg:TrainConfig, unfreeze_every:int=0, extra_top=()) -> list[dict]:
+    "AdamW groups by depth: lr * layer_lr_decay**(depth below the head), start step, decay of matrices only."
+    named = list(model.named_parameters()) + [(f'extra.{i}', p) for i, p in enumerate(extra_top)]
+    depths = layer_depths(model)
+    top = max(depths.values())
+    groups = {}
+    for n, p in named:
+        below = top - depths.get(n, top)
+        decays = p.ndim >= 2
+        g = groups.setdefault((below, decays), dict(params=[], lr=cfg.lr * cfg.layer_lr_decay ** below,
+                                                    weight_decay=cfg.weight_decay if decays else 0.0,
+                                                    start_step=below * unfreeze_every))
+        g['params'].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+def freeze_untrained(opt, step:int):
+    "Drop the gradients of groups whose `start_step` is still ahead (gradual unfreezing)."
+    for g in opt.param_groups:
+        if step < g.get('start_step', 0):
+            for p in g['params']: p.grad = None
 
 # %% ../nbs/03_train.ipynb #0bfa1334
 @dataclass
@@ -169,54 +211,260 @@ class FitResult:
     train_seconds: float
     stopped_early: bool
 
-# %% ../nbs/03_train.ipynb #a18a3236
-def _loader(df, tokenizer, labels, cfg, shuffle, seed_offset=0, labelled=True):
-    ids = label_ids(df.label, labels) if labelled else None
-    ds = TextDataset(tokenizer, df.text.tolist(), ids, max_length=cfg.max_length)
-    return make_loader(ds, tokenizer, cfg.batch_size if shuffle else 64, shuffle=shuffle, seed=cfg.seed + seed_offset)
-
+# %% ../nbs/03_train.ipynb #9702aa90
 @dataclass
 class _Part:
-    "One stream of training batches: its rows, loss weight, domain (0 source, 1 target) and whether it has labels."
+    "One stream of training batches: its rows, loss weight, domain (0 source, 1 target) and shuffling seed."
+    name: str         # 'train', 'source' or 'unlabelled': the argument of `fit` it comes from
     df: pd.DataFrame
     weight: str       # 'target', 'source' (alpha, scheduled) or 'none' (unlabelled)
     domain: int
     seed_offset: int
 
+# %% ../nbs/03_train.ipynb #2e4af005
+def _check_streams(has_target:bool, has_source:bool, adversarial:bool, has_unlabelled:bool):
+    "Fail, naming the argument to pass, when the data given cannot make the run asked for."
+    if not has_target and not has_source:
+        raise ValueError("Nothing to train on: pass target `train` rows, `source` rows, or both.")
+    if adversarial and not has_source:
+        raise ValueError("The adversarial term needs a labelled `source` to tell apart from the target.")
+    if adversarial and not has_target and not has_unlabelled:
+        raise ValueError("The adversarial term needs target text: pass `unlabelled` (labels not needed).")
+
+# %% ../nbs/03_train.ipynb #096b18db
+def training_parts(train:pd.DataFrame|None, source:pd.DataFrame|None, unlabelled:pd.DataFrame|None,
+                   cfg:TrainConfig) -> list[_Part]:
+    "The streams of a run, the leading one first: labelled target, labelled source, unlabelled target text."
+    has_target = train is not None and len(train) > 0
+    has_source = source is not None and len(source) > 0
+    has_unlabelled = unlabelled is not None and len(unlabelled) > 0
+    adversarial = cfg.adversarial > 0
+    _check_streams(has_target, has_source, adversarial, has_unlabelled)
+    parts = [_Part('train', train, 'target', 1, 0)] if has_target else []
+    if has_source and (cfg.alpha != 0 or adversarial or not has_target):   # alpha = 0 is target-only
+        parts.append(_Part('source', source, 'source' if has_target else 'target', 0, 1))
+    if adversarial: parts.append(_Part('unlabelled', unlabelled if has_unlabelled else train, 'none', 1, 2))
+    return parts
+
+# %% ../nbs/03_train.ipynb #a18a3236
+def _loader(df, tokenizer, labels, cfg, shuffle, seed_offset=0, labelled=True):
+    ids = label_ids(df.label, labels) if labelled else None
+    ds = TextDataset(tokenizer, df.text.tolist(), ids, max_length=cfg.max_length)
+    batch_size = cfg.batch_size if shuffle else 64
+    return make_loader(ds, tokenizer, batch_size, shuffle=shuffle, seed=cfg.seed + seed_offset)
+
+# %% ../nbs/03_train.ipynb #2d52faf9
+def stream_weights(parts:list[_Part], labels, cfg:TrainConfig) -> list[torch.Tensor]:
+    "Class weights of each stream's cross-entropy (ones for unlabelled text or without `cfg.class_weights`)."
+    K = len(labels)
+    def weights(p):
+        if cfg.class_weights and p.weight != 'none': return class_weights(label_ids(p.df.label, labels), K)
+        return torch.ones(K)
+    return [weights(p) for p in parts]
+
+# %% ../nbs/03_train.ipynb #97c19037
+@dataclass
+class StepPlan:
+    "How long a run is and when it evaluates, in optimiser steps."
+    steps_per_epoch: int  # one pass over the longest labelled stream
+    epochs: int           # `cfg.epochs`, or more to reach `cfg.min_steps`
+    eval_every: int       # epochs between evaluations (the last epoch is always evaluated)
+    unfreeze_every: int   # steps between layers joining the training (0: all train from the start)
+
+    @property
+    def total(self) -> int: return self.epochs * self.steps_per_epoch
+
+    def evaluates_after(self, epoch:int) -> bool:
+        "Whether the dev set is scored after `epoch` (counted from 0)."
+        return (epoch + 1) % self.eval_every == 0 or epoch + 1 >= self.epochs
+
+# %% ../nbs/03_train.ipynb #9804cba7
+def plan_steps(cfg:TrainConfig, steps_per_epoch:int) -> StepPlan:
+    "The `StepPlan` of `cfg` for epochs of `steps_per_epoch` steps."
+    unfreeze_every = max(1, round(cfg.unfreeze_epochs * steps_per_epoch)) if cfg.unfreeze_epochs else 0
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    return StepPlan(steps_per_epoch, epochs, max(1, cfg.eval_steps // steps_per_epoch), unfreeze_every)
+
+# %% ../nbs/03_train.ipynb #dd7336c7
+@dataclass
+class TrainingRun:
+    "One run, prepared by Accelerate: what every step and evaluation works with."
+    cfg: TrainConfig
+    labels: list
+    acc: object          # the `accelerate.Accelerator`
+    model: object        # as prepared by `acc` (wrapped when there are several processes)
+    head: object         # the domain classifier (None: no adversarial term)
+    opt: object          # AdamW
+    sched: object        # linear warm-up, then linear decay to 0
+    parts: list          # the `_Part`s, in the order of `loaders` and `weights`
+    loaders: list
+    weights: list        # class weights of each stream, on the device
+    dev_loader: object
+    y_dev: np.ndarray    # dev label ids
+    plan: StepPlan
+
+# %% ../nbs/03_train.ipynb #e26ee201
+def prepare_run(model, tokenizer, labels:list, parts:list[_Part], dev:pd.DataFrame,
+                cfg:TrainConfig) -> TrainingRun:
+    "Seed; build loaders, class weights, domain head, AdamW and its schedule; place them all with Accelerate."
+    from accelerate import Accelerator
+    from transformers import get_linear_schedule_with_warmup
+    set_seed(cfg.seed)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    loaders = [_loader(p.df, tokenizer, labels, cfg, True, p.seed_offset, labelled=p.weight != 'none')
+               for p in parts]
+    weights = stream_weights(parts, labels, cfg)
+    dev_loader = _loader(dev, tokenizer, labels, cfg, False)
+    head = DomainClassifier(model.config.hidden_size) if cfg.adversarial > 0 else None
+    plan = plan_steps(cfg, max(len(l) for l, p in zip(loaders, parts) if p.weight != 'none'))
+    extra_top = head.parameters() if head is not None else ()
+    opt = torch.optim.AdamW(param_groups(model, cfg, plan.unfreeze_every, extra_top), lr=cfg.lr)
+    if head is not None: head = acc.prepare(head)
+    model, opt, dev_loader, *loaders = acc.prepare(model, opt, dev_loader, *loaders)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * plan.total), plan.total)
+    weights = [w.to(acc.device) for w in weights]
+    return TrainingRun(cfg, labels, acc, model, head, opt, sched, parts, loaders, weights, dev_loader,
+                       label_ids(dev.label, labels), plan)
+
+# %% ../nbs/03_train.ipynb #f8b66afc
+def loss_coef(weight:str, cfg:TrainConfig, p:float) -> float:
+    "The weight of a stream's cross-entropy at progress `p`: 1 (target), alpha(p) (source), 0 (unlabelled)."
+    return {'target': 1.0, 'none': 0.0, 'source': schedule_value(cfg.alpha_schedule, cfg.alpha, p)}[weight]
+
+# %% ../nbs/03_train.ipynb #59519b57
+def domain_loss(head, feats:list[torch.Tensor], domains:list[torch.Tensor], cfg:TrainConfig,
+                p:float) -> torch.Tensor:
+    "The domain classifier's loss on `feats` (one tensor per stream), reversing lambda(p) times its gradient."
+    lam = schedule_value('ganin', cfg.adversarial, p)
+    # through the prepared (possibly distributed) head, so its gradients are synchronised
+    return F.binary_cross_entropy_with_logits(head(torch.cat(feats), lam), torch.cat(domains).float())
+
+# %% ../nbs/03_train.ipynb #19de6373
+def step_loss(run:TrainingRun, streams:list, p:float) -> torch.Tensor:
+    "Sum of coef * weighted cross-entropy on the streams' next batches (+ the domain loss if adversarial)."
+    loss, feats, domains, adv = 0.0, [], [], run.head is not None
+    for stream, part, w in zip(streams, run.parts, run.weights):
+        b = next(stream)
+        b.pop('idx')
+        y = b.pop('labels', None)
+        out = run.model(**b, output_hidden_states=adv)
+        coef = loss_coef(part.weight, run.cfg, p)
+        if coef: loss = loss + coef * F.cross_entropy(out.logits.float(), y, weight=w)
+        if adv:
+            feats.append(mean_pool(out.hidden_states[-1], b['attention_mask']).float())
+            domains.append(torch.full((len(feats[-1]),), part.domain, device=feats[-1].device))
+    if adv: loss = loss + domain_loss(run.head, feats, domains, run.cfg, p)
+    return loss
+
+# %% ../nbs/03_train.ipynb #c2d1b264
+def optimiser_step(run:TrainingRun, loss:torch.Tensor, step:int):
+    "Back-propagate `loss`, drop the gradients of still-frozen layers, clip, step AdamW and its schedule."
+    run.acc.backward(loss)
+    if run.plan.unfreeze_every: freeze_untrained(run.opt, step)
+    with_grad = [q for g in run.opt.param_groups for q in g['params'] if q.grad is not None]
+    run.acc.clip_grad_norm_(with_grad, run.cfg.max_grad_norm)
+    run.opt.step()
+    run.sched.step()
+    run.opt.zero_grad()
+
+# %% ../nbs/03_train.ipynb #15a92afb
 def _cycle(loader, epoch:int):
     "Endless batches of `loader`, a fresh (deterministic) order on each pass."
     for k in range(10**9):
         loader.set_epoch(epoch * 1000 + k)
         yield from loader
 
-# %% ../nbs/03_train.ipynb #b8aec47d
-def layer_depths(model) -> dict[str, int]:
-    "Depth of each named parameter: 0 embeddings, 1..L transformer blocks, L+1 the rest (pooler, heads)."
-    import re
-    block = {n: int(m.group(1)) + 1 for n, _ in model.named_parameters() if (m := re.search(r'\.layer\.(\d+)\.', n))}
-    top = max(block.values(), default=0) + 1
-    return {n: block.get(n, 0 if 'embeddings' in n else top) for n, _ in model.named_parameters()}
+# %% ../nbs/03_train.ipynb #50c89675
+def train_epoch(run:TrainingRun, epoch:int, bar) -> float:
+    "One epoch of `run.plan.steps_per_epoch` steps, the model in training mode; the mean training loss."
+    run.model.train()
+    streams = [_cycle(l, epoch) for l in run.loaders]
+    first_step = epoch * run.plan.steps_per_epoch
+    run_loss = 0.0
+    for step in range(first_step, first_step + run.plan.steps_per_epoch):
+        loss = step_loss(run, streams, step / run.plan.total)
+        optimiser_step(run, loss, step)
+        run_loss += loss.item()
+        bar.update(1)
+    return run_loss / run.plan.steps_per_epoch
 
-# %% ../nbs/03_train.ipynb #6c3075f7
-def param_groups(model, cfg:TrainConfig, unfreeze_every:int=0, extra_top=()) -> list[dict]:
-    "AdamW groups by depth: lr * layer_lr_decay**(depth below the head), start step, weight decay on matrices only."
-    named = list(model.named_parameters()) + [(f'extra.{i}', p) for i, p in enumerate(extra_top)]
-    depths = layer_depths(model)
-    top = max(depths.values())
-    groups = {}
-    for n, p in named:
-        below = top - depths.get(n, top)
-        g = groups.setdefault((below, p.ndim >= 2), dict(params=[], lr=cfg.lr * cfg.layer_lr_decay ** below,
-                                                         weight_decay=cfg.weight_decay if p.ndim >= 2 else 0.0,
-                                                         start_step=below * unfreeze_every))
-        g['params'].append(p)
-    return [groups[k] for k in sorted(groups)]
+# %% ../nbs/03_train.ipynb #b2d9065b
+def score_dev(run:TrainingRun) -> tuple[float, float]:
+    "Dev macro-F1 and accuracy of the model as it is now."
+    pred = predict_logits(run.model, run.dev_loader, run.acc).argmax(-1)
+    return macro_f1(run.y_dev, pred, len(run.labels)), float((pred == run.y_dev).mean())
 
-def freeze_untrained(opt, step:int):
-    "Drop the gradients of groups whose `start_step` is still ahead (gradual unfreezing)."
-    for g in opt.param_groups:
-        if step < g.get('start_step', 0):
-            for p in g['params']: p.grad = None
+# %% ../nbs/03_train.ipynb #05258ea8
+@dataclass
+class RunProgress:
+    "A run's evaluations so far, its best dev macro-F1 and weights, and evaluations since the last gain."
+    best: dict                                   # the best weights so far (CPU copies)
+    history: list = field(default_factory=list)  # one dict per evaluation
+    best_f1: float = -1.0
+    best_epoch: int = -1                         # -1: the starting weights
+    bad: int = 0                                 # evaluations in a row without a better dev macro-F1
+
+    def update(self, f1:float, epoch:int, model):
+        "Keep `model`'s weights when `f1` beats the best so far; else count one more evaluation without gain."
+        if f1 > self.best_f1:
+            self.best_f1, self.best_epoch, self.bad, self.best = f1, epoch, 0, _tensors(model)
+        else:
+            self.bad += 1
+
+    def out_of_patience(self, patience:int) -> bool:
+        "Whether `patience` evaluations in a row brought no gain: time to stop."
+        return self.bad >= patience
+
+# %% ../nbs/03_train.ipynb #75b99177
+def evaluate_dev(run:TrainingRun, progress:RunProgress, epoch:int, step:int, train_loss:float) -> float:
+    "Score dev after `epoch`, add it to the history and keep the weights if they are the best so far; the F1."
+    f1, accuracy = score_dev(run)
+    progress.history.append(dict(epoch=epoch, step=step, train_loss=train_loss, dev_macro_f1=f1,
+                                 dev_accuracy=accuracy))
+    progress.update(f1, epoch, run.acc.unwrap_model(run.model))
+    return f1
+
+# %% ../nbs/03_train.ipynb #0dc7c645
+def run_fingerprint(run:TrainingRun, keep_start:bool) -> dict:
+    "What a checkpoint must match to be resumed: labels, settings, the size of each stream, the encoder."
+    sizes = {p.name: len(p.df) for p in run.parts}
+    encoder = str(run.acc.unwrap_model(run.model).config._name_or_path)
+    return dict(labels=run.labels, config=asdict(run.cfg), keep_start=keep_start,
+                n_train=sizes.get('train', 0), n_source=sizes.get('source', 0),
+                n_unlabelled=sizes.get('unlabelled', 0), model=encoder)
+
+# %% ../nbs/03_train.ipynb #e83d49b6
+def save_run(ckpt:Path|None, run:TrainingRun, progress:RunProgress, epoch:int, fingerprint:dict):
+    "Checkpoint `run` after `epoch` into `ckpt` (None: no checkpoints; only the main process writes)."
+    if ckpt is None or not run.acc.is_main_process: return
+    head = _tensors(run.acc.unwrap_model(run.head)) if run.head is not None else {}
+    state = dict(optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(), rng=_rng_state(),
+                 epoch=epoch, history=progress.history, best_f1=progress.best_f1,
+                 best_epoch=progress.best_epoch, bad=progress.bad, fingerprint=fingerprint, domain_head=head)
+    save_checkpoint(ckpt, run.acc.unwrap_model(run.model), progress.best, state)
+
+# %% ../nbs/03_train.ipynb #0575008a
+def resume_run(ckpt:Path, run:TrainingRun, fingerprint:dict) -> tuple[RunProgress, int]:
+    "Load `ckpt` into `run` (weights, optimiser, schedule, domain head, RNG); its progress, the next epoch."
+    weights, best, st = load_checkpoint(ckpt, fingerprint)
+    run.acc.unwrap_model(run.model).load_state_dict(weights)
+    run.opt.load_state_dict(st['optimizer'])
+    run.sched.load_state_dict(st['scheduler'])
+    if run.head is not None: run.acc.unwrap_model(run.head).load_state_dict(st['domain_head'])
+    _set_rng_state(st['rng'])
+    return RunProgress(best, st['history'], st['best_f1'], st['best_epoch'], st['bad']), st['epoch'] + 1
+
+# %% ../nbs/03_train.ipynb #0d4f9cbd
+def start_progress(run:TrainingRun, fingerprint:dict, resume_from:Path|None, keep_start:bool
+                  ) -> tuple[RunProgress, int]:
+    "The progress and first epoch of a run: from `resume_from` when that checkpoint exists, else epoch 0."
+    if resume_from is not None and resume_from.exists(): return resume_run(resume_from, run, fingerprint)
+    progress = RunProgress(_tensors(run.acc.unwrap_model(run.model)))
+    if keep_start:   # the given weights are the first candidate (epoch -1): training has to beat them
+        progress.best_f1, start_accuracy = score_dev(run)
+        progress.history.append(dict(epoch=-1, step=0, train_loss=None, dev_macro_f1=progress.best_f1,
+                                     dev_accuracy=start_accuracy))
+    return progress, 0
 
 # %% ../nbs/03_train.ipynb #36a1c322
 def fit(model,                         # a sequence classifier (e.g. `load_classifier`)
@@ -230,102 +478,28 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
         resume:bool=False,             # continue from `out_dir/checkpoint` if it is there
         on_eval:Callable|None=None,    # called with the history after each evaluation
         unlabelled:pd.DataFrame|None=None, # unlabelled target text for the adversarial term
-        keep_start:bool=False,         # score the given weights on dev first: a stage that never beats them returns them
+        keep_start:bool=False,         # score the given weights on dev first: the candidate to beat
        ) -> FitResult:
-    "Minimise L_t + alpha * L_s (+ adversarial domain loss) with AdamW on Accelerate; keep the best dev macro-F1 weights."
-    from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
-    cfg, labels, K = resolve_lr(cfg or TrainConfig(), model), list(labels), len(list(labels))
-    has_t, has_s = train is not None and len(train) > 0, source is not None and len(source) > 0
-    if not has_t and not has_s: raise ValueError("Nothing to train on: pass target `train` rows, `source` rows, or both.")
-    adv = cfg.adversarial > 0
-    if adv and not has_s: raise ValueError("The adversarial term needs a labelled `source` to tell apart from the target.")
-    if adv and (unlabelled is None or len(unlabelled) == 0):
-        if not has_t: raise ValueError("The adversarial term needs target text: pass `unlabelled` (labels not needed).")
-        unlabelled = train
-    if has_t and has_s and cfg.alpha == 0 and not adv: has_s = False   # alpha = 0 is target-only
-    set_seed(cfg.seed)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    # the first part leads (target when there is one); the others are cycled alongside it
-    parts = [_Part(train, 'target', 1, 0)] if has_t else []
-    if has_s: parts.append(_Part(source, 'source' if has_t else 'target', 0, 1))
-    if adv: parts.append(_Part(unlabelled, 'none', 1, 2))
-    loaders = [_loader(p.df, tokenizer, labels, cfg, True, p.seed_offset, labelled=p.weight != 'none') for p in parts]
-    weights = [class_weights(label_ids(p.df.label, labels), K) if cfg.class_weights and p.weight != 'none' else torch.ones(K)
-               for p in parts]
-    dev_loader = _loader(dev, tokenizer, labels, cfg, False)
-    y_dev = label_ids(dev.label, labels)
-    head = DomainClassifier(model.config.hidden_size) if adv else None
-
-    # an epoch is a pass over the longest *labelled* stream; unlabelled text is cycled alongside
-    steps_per_epoch = max(len(l) for l, p in zip(loaders, parts) if p.weight != 'none')
-    unfreeze_every = max(1, round(cfg.unfreeze_epochs * steps_per_epoch)) if cfg.unfreeze_epochs else 0
-    opt = torch.optim.AdamW(param_groups(model, cfg, unfreeze_every, head.parameters() if adv else ()), lr=cfg.lr)
-    if adv: head = acc.prepare(head)
-    model, opt, dev_loader, *loaders = acc.prepare(model, opt, dev_loader, *loaders)
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
-    eval_every = max(1, cfg.eval_steps // steps_per_epoch)
-    total = epochs * steps_per_epoch
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
-    weights = [w.to(acc.device) for w in weights]
-
-    fingerprint = dict(labels=labels, config=asdict(cfg), keep_start=keep_start, n_train=len(train) if has_t else 0,
-                       n_source=len(source) if has_s else 0, n_unlabelled=len(unlabelled) if adv else 0, model=str(acc.unwrap_model(model).config._name_or_path))
+    "Minimise L_t + alpha * L_s (+ a domain-adversarial loss) with AdamW; keep the best dev macro-F1 weights."
+    cfg = resolve_lr(cfg or TrainConfig(), model)
+    parts = training_parts(train, source, unlabelled, cfg)
+    run = prepare_run(model, tokenizer, list(labels), parts, dev, cfg)
     ckpt = Path(out_dir)/'checkpoint' if out_dir else None
-    def score_dev():
-        pred = predict_logits(model, dev_loader, acc).argmax(-1)
-        return macro_f1(y_dev, pred, K), float((pred == y_dev).mean())
-    history, best_f1, best_epoch, bad, start_epoch = [], -1.0, -1, 0, 0
-    best = _tensors(acc.unwrap_model(model))
-    if resume and ckpt is not None and ckpt.exists():
-        w, best, st = load_checkpoint(ckpt, fingerprint)
-        acc.unwrap_model(model).load_state_dict(w)
-        opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['scheduler'])
-        if adv: acc.unwrap_model(head).load_state_dict(st['domain_head'])
-        history, best_f1, best_epoch, bad, start_epoch = st['history'], st['best_f1'], st['best_epoch'], st['bad'], st['epoch'] + 1
-        _set_rng_state(st['rng'])
-    elif keep_start:  # the given weights are the first candidate (epoch -1): training has to beat them
-        best_f1, start_accuracy = score_dev()
-        history.append(dict(epoch=-1, step=0, train_loss=None, dev_macro_f1=best_f1, dev_accuracy=start_accuracy))
-
-    t0, step, stopped = time.time(), start_epoch * steps_per_epoch, False
-    bar = tqdm(total=total, initial=step, desc='train', disable=not (show_progress() and acc.is_main_process))
-    for epoch in range(start_epoch, epochs):
-        if bad >= cfg.patience: stopped = True; break
-        model.train()
-        streams = [_cycle(l, epoch) for l in loaders]
-        run_loss = 0.0
-        for _ in range(steps_per_epoch):
-            loss, feats, domains, p = 0.0, [], [], step / total
-            for stream, part, w in zip(streams, parts, weights):
-                b = next(stream); b.pop('idx'); y = b.pop('labels', None)
-                out = model(**b, output_hidden_states=adv)
-                coef = {'target': 1.0, 'none': 0.0, 'source': schedule_value(cfg.alpha_schedule, cfg.alpha, p)}[part.weight]
-                if coef: loss = loss + coef * F.cross_entropy(out.logits.float(), y, weight=w)
-                if adv:
-                    feats.append(mean_pool(out.hidden_states[-1], b['attention_mask']).float())
-                    domains.append(torch.full((len(feats[-1]),), part.domain, device=feats[-1].device))
-            if adv:
-                lam = schedule_value('ganin', cfg.adversarial, p)
-                # through the prepared (possibly distributed) head, so its gradients are synchronised
-                loss = loss + F.binary_cross_entropy_with_logits(head(torch.cat(feats), lam), torch.cat(domains).float())
-            acc.backward(loss)
-            if unfreeze_every: freeze_untrained(opt, step)
-            acc.clip_grad_norm_([q for g in opt.param_groups for q in g['params'] if q.grad is not None], cfg.max_grad_norm)
-            opt.step(); sched.step(); opt.zero_grad()
-            run_loss += loss.item(); step += 1; bar.update(1)
-        if (epoch + 1) % eval_every and epoch + 1 < epochs: continue
-        f1, accuracy = score_dev()
-        history.append(dict(epoch=epoch, step=step, train_loss=run_loss / steps_per_epoch, dev_macro_f1=f1, dev_accuracy=accuracy))
+    fingerprint = run_fingerprint(run, keep_start)
+    progress, start_epoch = start_progress(run, fingerprint, ckpt if resume else None, keep_start)
+    t0, step, stopped = time.time(), start_epoch * run.plan.steps_per_epoch, False
+    quiet = not (show_progress() and run.acc.is_main_process)
+    bar = tqdm(total=run.plan.total, initial=step, desc='train', disable=quiet)
+    for epoch in range(start_epoch, run.plan.epochs):
+        stopped = progress.out_of_patience(cfg.patience)
+        if stopped: break
+        train_loss = train_epoch(run, epoch, bar)
+        step += run.plan.steps_per_epoch
+        if not run.plan.evaluates_after(epoch): continue
+        f1 = evaluate_dev(run, progress, epoch, step, train_loss)
         bar.set_postfix(dev_f1=f'{f1:.3f}')
-        if f1 > best_f1: best_f1, best_epoch, bad, best = f1, epoch, 0, _tensors(acc.unwrap_model(model))
-        else: bad += 1
-        if ckpt is not None and acc.is_main_process:
-            save_checkpoint(ckpt, acc.unwrap_model(model), best, dict(
-                optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=_rng_state(), epoch=epoch,
-                history=history, best_f1=best_f1, best_epoch=best_epoch, bad=bad, fingerprint=fingerprint,
-                domain_head=_tensors(acc.unwrap_model(head)) if adv else {}))
-        if on_eval is not None: on_eval(history)
+        save_run(ckpt, run, progress, epoch, fingerprint)
+        if on_eval is not None: on_eval(progress.history)
     bar.close()
-    acc.unwrap_model(model).load_state_dict(best)
-    return FitResult(history, best_f1, best_epoch, step, time.time() - t0, stopped)
+    run.acc.unwrap_model(run.model).load_state_dict(progress.best)
+    return FitResult(progress.history, progress.best_f1, progress.best_epoch, step, time.time() - t0, stopped)
