@@ -70,7 +70,7 @@ def spec_key(spec:dict) -> str:
 
 # %% ../nbs/08_store.ipynb #d65dc25e
 def git_state(root:Path|str|None=None) -> dict:
-    "The commit checked out at `root` (default: this package's folder) and whether tracked files differ from it."
+    "The commit checked out at `root` (default: this package's folder); whether tracked files differ from it."
     run = lambda *args: subprocess.run(['git', *args], cwd=root or Path(xdt_nb.__file__).parent,
                                        capture_output=True, text=True, timeout=60)
     head = run('rev-parse', 'HEAD')
@@ -122,23 +122,25 @@ def _spec_request(request:dict) -> dict:
     cfg = resolve_lr(dataclasses.replace(request.get('cfg') or TrainConfig(), seed=seed), model)
     labelled = few_shot(load_domain(request['target'], 'train'), request.get('n_target_labels'), seed)
     n_source = len(source_rows(source, 'train', request.get('max_source'), seed)) if source else 0
-    return dict(method=request.get('method', 'target_only'), source='+'.join(source_domains(source)) if source else None,
+    return dict(method=request.get('method', 'target_only'),
+                source='+'.join(source_domains(source)) if source else None,
                 n_target_labels=len(labelled), seed=seed, model=model or get_settings().model, config=cfg,
                 n_source=n_source, dev_labels=request.get('dev_labels'), max_dev=request.get('max_dev'),
                 max_unlabelled=request.get('max_unlabelled'))
 
 # %% ../nbs/08_store.ipynb #a40cea55
 def planned_fields(request:dict) -> list[dict]:
-    "The spec fields of the records `run_experiment(**request)` writes, one per tested target, without training."
+    "The spec fields of `run_experiment(**request)`'s records, one per tested target; nothing trains."
     shared, label_free = _spec_request(request), request.get('label_free', 0)
     def tested_on(name):
         n_label_free = min(label_free, len(load_domain(name, 'train'))) if label_free else 0
-        return shared | dict(target=name, n_test=len(target_test(name, request.get('max_test'))), n_label_free=n_label_free)
+        n_test = len(target_test(name, request.get('max_test')))
+        return shared | dict(target=name, n_test=n_test, n_label_free=n_label_free)
     return [tested_on(name) for name in [request['target'], *request.get('also_test_on', ())]]
 
 # %% ../nbs/08_store.ipynb #97a12745
 def run_once(store:Store, run_id:str, **request) -> list[dict]:
-    "The records of `run_experiment(**request)`: read from `store` when all are there, else trained and appended."
+    "The records of `run_experiment(**request)`: from `store` when all are there, else trained and appended."
     planned = [spec_key(record_spec(f)) for f in planned_fields(request)]
     done = store.latest()
     if all(k in done for k in planned): return [done[k] for k in planned]
@@ -148,7 +150,8 @@ def run_once(store:Store, run_id:str, **request) -> list[dict]:
     wall = dict(wall_seconds=round(time.perf_counter() - started, 1))
     stored = store.append([r | wall for r in [res.record, *res.other_records]], run_id)
     if [r['key'] for r in stored] != planned:
-        raise RuntimeError(f"The records of {request.get('method')} were stored under keys other than planned: "
+        method = request.get('method')
+        raise RuntimeError(f"The records of {method} were stored under keys other than planned: "
                            "the study would never skip them. Compare `planned_fields` with `record_spec`.")
     return stored
 
@@ -164,8 +167,9 @@ def spec_column(frame:pd.DataFrame, field:str) -> pd.Series:
     return pd.Series([s[field] for s in frame.spec], index=frame.index, dtype=object)
 
 # %% ../nbs/08_store.ipynb #9b43aa61
-def in_setting(frame:pd.DataFrame, model:str, cfg:TrainConfig, dann_weight:float=0.0, **spec_values) -> pd.Series:
-    "Rows trained with encoder `model` and `cfg` (its seed aside; `dann` with `dann_weight`), and `spec_values`."
+def in_setting(frame:pd.DataFrame, model:str, cfg:TrainConfig, dann_weight:float=0.0,
+               **spec_values) -> pd.Series:
+    "Rows trained with encoder `model` and `cfg` (seed aside; `dann` with `dann_weight`), and `spec_values`."
     if frame.empty: return pd.Series(dtype=bool)
     shared = lambda c: {k: v for k, v in c.items() if k not in ('seed', 'adversarial')}
     study = shared(_config(resolve_lr(cfg, model)))
@@ -189,12 +193,13 @@ def _store_cell(folder:Path, root:Path) -> tuple[str, str]:
     return f'`{store.relative_to(root)}`', counted
 
 def results_index(root:Path|str) -> str:
-    "A markdown table of the report folders under `root`: study, report, store, records and the command that made it."
+    "A markdown table of the report folders under `root`: study, report, store, records, command."
     root = Path(root)
     lines = ['| study | report | store | records | command |', '|---|---|---|---|---|']
     for run in sorted(root.glob('**/run.json')):
         folder = run.parent
         store, counted = _store_cell(folder, root)
         command = json.loads(run.read_text())['command'].replace('|', '\\|')
-        lines.append(f'| {folder.relative_to(root).parts[0]} | `{folder.relative_to(root)}/` | {store} | {counted} | `{command}` |')
+        where = folder.relative_to(root)
+        lines.append(f'| {where.parts[0]} | `{where}/` | {store} | {counted} | `{command}` |')
     return '\n'.join(lines) + '\n'
