@@ -145,3 +145,21 @@ def test_sequential_beats_target_only_as_the_prose_says(study):
     assert len(committed) >= 3 and (committed > 0).all(), committed
     ci = gain(records(study))
     assert len(ci) == 1 and ci.iloc[0] > 0, (ci, committed)
+
+def test_a_file_of_your_own_is_a_study_domain(tmp_path):
+    "A labelled CSV of the user's, registered through `files`, is a source and a target of the study like any domain."
+    from xdt_nb.data import load_domain
+    reviews = load_domain('movie').sample(300, random_state=0)
+    reviews.rename(columns={'text': 'review', 'label': 'opinion'})[['review', 'opinion']].to_csv(tmp_path/'mine.csv', index=False)
+    files = {'mine': dict(path=str(tmp_path/'mine.csv'), text_col='review', label_col='opinion')}
+    params = SLICE | dict(files=files, domains=['tweets', 'mine'], zero_shot_methods=['source_only'],
+                          few_shot_methods=['target_only', 'sequential'], few_shot_pairs=[['tweets', 'mine']],
+                          n_labels=[16], label_free_sample=0)
+    report = run_study('run', params, tmp_path/'study')
+    recs = records(report)
+    seq = recs[recs.method == 'sequential'].iloc[0]
+    assert (seq.source, seq.target, seq.n_target_labels) == ('tweets', 'mine', 16), seq
+    so = recs[recs.method == 'source_only']
+    assert set(zip(so.source, so.target)) == {('tweets', 'tweets'), ('tweets', 'mine'), ('mine', 'mine'), ('mine', 'tweets')}
+    assert seq.spec['data']['mine'] != seq.spec['data']['tweets']     # the file's rows have a data version of their own
+    assert 'mine' in read_json(report/'metrics.json')['in_domain']['ours weighted F1']
