@@ -21,7 +21,8 @@ def project_root() -> Path:
     "The folder of the project's `settings.ini` (where `nbs/` lives)."
     f = find_settings_file()
     if f is None or not (f.parent/'nbs').is_dir():
-        raise FileNotFoundError(f"No xdt_nb project (settings.ini next to nbs/) in {Path.cwd()} or above. Fix: run from the cloned repository.")
+        raise FileNotFoundError(f"No xdt_nb project (settings.ini next to nbs/) in {Path.cwd()} or above. "
+                                "Fix: run from the cloned repository.")
     return f.parent
 
 def find_notebook(name:str) -> Path:
@@ -54,21 +55,27 @@ def machine_info() -> dict:
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), gpu=gpu)
 
 # %% ../nbs/06_cli.ipynb #5560df90
-def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, timeout:int|None=None, command:str|None=None) -> Path:
-    "Execute a notebook with papermill (`timeout`: seconds per cell, 0 or None for no limit); returns the folder with the executed notebook and its outputs."
+def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, timeout:int|None=None,
+                 command:str|None=None) -> Path:
+    ("Execute a notebook with papermill (`timeout`: seconds per cell, 0 or None for no limit); "
+     "returns the folder with the executed notebook and its outputs.")
     import papermill as pm
-    if timeout is not None and timeout < 0: raise ValueError(f'--timeout is seconds per cell, 0 for no limit; got {timeout}.')
+    if timeout is not None and timeout < 0:
+        raise ValueError(f'--timeout is seconds per cell, 0 for no limit; got {timeout}.')
     nb = find_notebook(name)
     params = dict(params or {})
     declared = notebook_parameters(nb)
     unknown = sorted(set(params) - set(declared))
-    if unknown: raise ValueError(f"Notebook {nb.stem} has no parameter(s) {unknown}; its parameters: {sorted(declared)}.")
+    if unknown:
+        raise ValueError(f"Notebook {nb.stem} has no parameter(s) {unknown}; "
+                         f"its parameters: {sorted(declared)}.")
     out = Path(out_dir) if out_dir else get_settings().output_dir/nb.stem
     out = out.resolve(); out.mkdir(parents=True, exist_ok=True)
     if 'out_dir' in declared: params['out_dir'] = str(out)
     if 'command' in declared:
-        params['command'] = command or 'xdt run ' + ' '.join([nb.stem] + [f'-p {k} {shlex.quote(repr(v))}' for k, v in params.items()
-                                                                       if k not in ('out_dir', 'command')])
+        params['command'] = command or 'xdt run ' + ' '.join(
+            [nb.stem] + [f'-p {k} {shlex.quote(repr(v))}' for k, v in params.items()
+                         if k not in ('out_dir', 'command')])
     os.environ['XDT_PROGRESS'] = '0'
     bin_dir = str(Path(sys.executable).parent)  # the kernel must be this environment's python
     os.environ['PATH'] = bin_dir + os.pathsep + os.environ.get('PATH', '')
@@ -82,14 +89,16 @@ def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, ti
     return out
 
 # %% ../nbs/06_cli.ipynb #24ecd871
-FILE_PARAMS = ('text_col', 'label_col', 'split_col', 'label_map', 'encoding')  # register_domain's, as `xdt train` flags
+# register_domain's, as `xdt train` flags
+FILE_PARAMS = ('text_col', 'label_col', 'split_col', 'label_map', 'encoding')
 
 def as_flag(param:str) -> str:
     "The command-line flag of a Python parameter: text_col -> --text-col."
     return '--' + param.replace('_', '-')
 
 def cli_terms(message:str, params) -> str:
-    "`message` with each Python parameter in `params` written as its flag: text_col='review' -> --text-col='review'."
+    ("`message` with each Python parameter in `params` written as its flag: "
+     "text_col='review' -> --text-col='review'.")
     for p in params: message = re.sub(rf'\b{p}=', f'{as_flag(p)}=', message)
     return message
 
@@ -114,7 +123,8 @@ def _cmd_fetch(a):
     if a.name == 'all': names = [n for n, r in RESOURCES.items() if not r.on_demand]
     else: names = [DOMAINS[a.name].resource if a.name in DOMAINS else a.name]
     if names == [None]:
-        raise FileNotFoundError(f"Domain {a.name!r} is read from a local folder, not fetched; see settings.ini data_dir.")
+        raise FileNotFoundError(f"Domain {a.name!r} is read from a local folder, not fetched; "
+                                "see settings.ini data_dir.")
     for n in names: print(f'{n}: {fetch(n)}')
 
 def _add_data(sub):
@@ -134,14 +144,16 @@ def _add_run(sub):
     r.add_argument('notebook')
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'))
     r.add_argument('--out-dir', default=None, help='default: output_dir/NOTEBOOK')
-    # no limit by default: a study's training cell runs for hours on a CPU, and a timeout there kills it after hours of work
+    # no limit by default: a study's training cell runs for hours on a CPU,
+    # and a timeout there kills it after hours of work
     r.add_argument('--timeout', type=int, default=0, help='seconds per cell; 0: no limit')
     r.add_argument('--no-record-command', dest='record_command', action='store_false')
     r.set_defaults(fn=_cmd_run)
 
 # %% ../nbs/06_cli.ipynb #fa18a405
 def study_paths(name:str, params:dict, study_dir:Path|str|None=None) -> tuple[Path, Path]:
-    "Store and report folder of study `name` for the encoder in `params`: DIR/records.jsonl, DIR/reports/ENCODER."
+    ("Store and report folder of study `name` for the encoder in `params`: "
+     "DIR/records.jsonl, DIR/reports/ENCODER.")
     folder = Path(study_dir or get_settings().output_dir/name).resolve()
     encoder = Path(str(params.get('model') or get_settings().model)).name
     return folder/'records.jsonl', folder/'reports'/encoder
@@ -152,24 +164,28 @@ def study_notebook(name:str) -> Path:
         try: nb = find_notebook(candidate)
         except FileNotFoundError: continue
         if 'store_path' in notebook_parameters(nb): return nb
-    raise ValueError(f"{name} is not a study (no {name}_study notebook, and no store_path parameter); try `xdt run {name}`.")
+    raise ValueError(f"{name} is not a study (no {name}_study notebook, and no store_path parameter); "
+                     f"try `xdt run {name}`.")
 
 # %% ../nbs/06_cli.ipynb #e1ac362d
 def _cmd_study(a):
     params = {k: parse_value(v) for k, v in (a.param or [])}
     runner = study_notebook(a.name)
     if taken := sorted({'phase', 'store_path', 'out_dir'} & set(params)):
-        raise ValueError(f"xdt study sets {taken} itself: drop those -p flags (--dir places the store and reports).")
+        raise ValueError(f"xdt study sets {taken} itself: "
+                         "drop those -p flags (--dir places the store and reports).")
     store, report = study_paths(a.name, params, a.dir)
     run_notebook(runner.stem, params | dict(phase=a.phase, store_path=str(store)), report, a.timeout,
                  command=shlex.join(['xdt'] + sys.argv[1:]))
 
 def _add_study(sub):
-    s = sub.add_parser('study', help="train what a study's store lacks, then report ('run'), or only report ('report')")
+    s = sub.add_parser('study', help="train what a study's store lacks, then report ('run'), "
+                                     "or only report ('report')")
     s.add_argument('name', help='a study, e.g. 11_cross_domain')
     s.add_argument('phase', choices=['run', 'report'])
     s.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'))
-    s.add_argument('--dir', default=None, help='study folder: records.jsonl and reports/ENCODER (default: output_dir/NAME)')
+    s.add_argument('--dir', default=None,
+                   help='study folder: records.jsonl and reports/ENCODER (default: output_dir/NAME)')
     s.add_argument('--timeout', type=int, default=0, help='seconds per cell; 0: no limit')
     s.set_defaults(fn=_cmd_study)
 
@@ -199,13 +215,16 @@ def _add_results(sub):
 
 # %% ../nbs/06_cli.ipynb #7d0e8e10
 def _train_target(a) -> str:
-    "The target's domain name; a data file is registered first, under its stem, with the flags that describe it."
+    ("The target's domain name; a data file is registered first, under its stem, "
+     "with the flags that describe it.")
     from xdt_nb.data import FILE_TYPES, register_domain
     given = {p: getattr(a, p) for p in FILE_PARAMS if getattr(a, p) is not None}
-    if Path(a.target).suffix in FILE_TYPES: return register_domain(Path(a.target).stem, a.target, **given).name
-    if given: raise ValueError(f"{a.target!r} is a domain, not a data file, so these flags do not apply: "
-                               f"{', '.join(map(as_flag, given))}. Fix: leave them out, or train on a .csv, .tsv or "
-                               ".jsonl file.")
+    if Path(a.target).suffix in FILE_TYPES:
+        return register_domain(Path(a.target).stem, a.target, **given).name
+    if given:
+        raise ValueError(f"{a.target!r} is a domain, not a data file, so these flags do not apply: "
+                         f"{', '.join(map(as_flag, given))}. "
+                         "Fix: leave them out, or train on a .csv, .tsv or .jsonl file.")
     return a.target
 
 # %% ../nbs/06_cli.ipynb #7235f1c9
@@ -215,23 +234,26 @@ def _cmd_train(a):
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, alpha=a.alpha, min_steps=a.min_steps,
                       mixed_precision=a.mixed_precision)
     target = _train_target(a)
-    out = Path(a.out_dir or get_settings().output_dir/f'train_{a.source or target}_{target}_{a.method}_s{a.seed}')
+    out = Path(a.out_dir
+               or get_settings().output_dir/f'train_{a.source or target}_{target}_{a.method}_s{a.seed}')
     r = run_experiment(target, a.method, source=a.source, n_target_labels=a.n_labels, seed=a.seed, cfg=cfg,
                        model_name=a.model, out_dir=out, records=out/'records.jsonl', notebook='cli',
                        max_source=a.max_source, command=shlex.join(['xdt'] + sys.argv[1:]), resume=a.resume,
                        label_free=a.label_free)
     from accelerate import PartialState
-    if r.model is not None and PartialState().is_main_process: save_model(r.model, r.tokenizer, out/'model', r.record)
+    if r.model is not None and PartialState().is_main_process:
+        save_model(r.model, r.tokenizer, out/'model', r.record)
     print(f"{r.record['source']} → {r.record['target']} {a.method}: macro-F1 {r.record['macro_f1']:.3f}, "
           f"accuracy {r.record['accuracy']:.3f}; outputs in {out}")
 
 # %% ../nbs/06_cli.ipynb #97169692
 def _add_train(sub):
-    t = sub.add_parser('train', help='one experiment: train, evaluate, save (works under `accelerate launch`)')
+    t = sub.add_parser('train',
+                       help='one experiment: train, evaluate, save (works under `accelerate launch`)')
     t.add_argument('target', help='a domain, or your own labelled .csv/.tsv/.jsonl file')
     t.add_argument('--method', default='target_only')
-    t.add_argument('--source', help="source domain (or a data file with columns text, label); several share --max-source: "
-                                    "'movie+nyt'")
+    t.add_argument('--source', help="source domain (or a data file with columns text, label); "
+                                    "several share --max-source: 'movie+nyt'")
     t.add_argument('--n-labels', type=int, default=None, help='target labels (default: all)')
     t.add_argument('--seed', type=int, default=0)
     t.add_argument('--epochs', type=int, default=3)
@@ -241,8 +263,8 @@ def _add_train(sub):
     t.add_argument('--min-steps', type=int, default=0)
     t.add_argument('--max-source', type=int, default=None)
     t.add_argument('--label-free', type=int, default=0, metavar='N',
-                   help='also score the model on N unlabelled target sentences: agreement with the VADER lexicon, '
-                        'mean confidence (sentiment)')
+                   help='also score the model on N unlabelled target sentences: '
+                        'agreement with the VADER lexicon, mean confidence (sentiment)')
     t.add_argument('--mixed-precision', default='no', choices=['no', 'bf16', 'fp16'])
     t.add_argument('--model', default=None, help='encoder name or folder (default: settings)')
     t.add_argument('--out-dir', default=None)
@@ -252,7 +274,8 @@ def _add_train(sub):
     t.add_argument('--label-col', help='default: label')
     t.add_argument('--split-col', help='column with train/dev/test (default: split by hashing the text)')
     t.add_argument('--label-map', metavar='FROM=TO,...',
-                   help="the file's labels onto the source's, e.g. 1=negative,2=negative,3=neutral,4=positive,5=positive")
+                   help="the file's labels onto the source's, "
+                        "e.g. 1=negative,2=negative,3=neutral,4=positive,5=positive")
     t.add_argument('--encoding', help='default: utf-8')
     t.set_defaults(fn=_cmd_train, params=FILE_PARAMS)
 
@@ -281,12 +304,14 @@ def main(argv=None) -> int:
     "Entry point of `xdt`: a user error prints one line and returns 2."
     a = make_parser().parse_args(argv)
     try:
-        # torch takes one thread per core; runs sharing a machine each need fewer (the `threads` setting, XDT_THREADS)
+        # torch takes one thread per core; runs sharing a machine each need fewer
+        # (the `threads` setting, XDT_THREADS)
         configure_threads()
         a.fn(a)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         message = str(e.args[0] if e.args else e)
-        print(f"xdt: error: {cli_terms(message, getattr(a, 'params', ()))}", file=sys.stderr); return 2
+        print(f"xdt: error: {cli_terms(message, getattr(a, 'params', ()))}", file=sys.stderr)
+        return 2
     return 0
 
 # `python -m xdt_nb.cli` / `accelerate launch -m xdt_nb.cli` (but not when this notebook runs)

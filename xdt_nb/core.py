@@ -50,12 +50,15 @@ def _as_bool(key, v:str) -> bool:
     s = str(v).strip().lower()
     if s in ('1', 'true', 'yes', 'on'): return True
     if s in ('0', 'false', 'no', 'off'): return False
-    raise ValueError(f"Setting {key!r} must be true or false, got {v!r}. Fix it in settings.ini or XDT_{key.upper()}.")
+    raise ValueError(f"Setting {key!r} must be true or false, got {v!r}. "
+                     f"Fix it in settings.ini or XDT_{key.upper()}.")
 
 def _as_int(key, v:str) -> int:
     try: n = int(v)
     except ValueError: n = -1
-    if n < 0: raise ValueError(f"Setting {key!r} must be a whole number >= 0, got {v!r}. Fix it in settings.ini or XDT_{key.upper()}.")
+    if n < 0:
+        raise ValueError(f"Setting {key!r} must be a whole number >= 0, got {v!r}. "
+                         f"Fix it in settings.ini or XDT_{key.upper()}.")
     return n
 
 # %% ../nbs/00_core.ipynb #9474c4e9
@@ -67,12 +70,16 @@ def load_settings(path:Path|str|None=None, # a settings.ini; default: found from
     f = Path(path) if path else find_settings_file()
     vals, base = dict(DEFAULT_SETTINGS), Path.cwd()
     if f is not None:
-        if not f.is_file(): raise FileNotFoundError(f"Settings file {f} does not exist. Pass an existing settings.ini or none.")
+        if not f.is_file():
+            raise FileNotFoundError(f"Settings file {f} does not exist. "
+                                    "Pass an existing settings.ini or none.")
         cp = configparser.ConfigParser()
         cp.read(f, encoding='utf-8')
         if cp.has_section(SETTINGS_SECTION):
             unknown = set(cp[SETTINGS_SECTION]) - set(DEFAULT_SETTINGS)
-            if unknown: raise ValueError(f"Unknown key(s) {sorted(unknown)} in {f}; known keys: {sorted(DEFAULT_SETTINGS)}.")
+            if unknown:
+                raise ValueError(f"Unknown key(s) {sorted(unknown)} in {f}; "
+                                 f"known keys: {sorted(DEFAULT_SETTINGS)}.")
             vals.update(cp[SETTINGS_SECTION])
         base = f.parent.resolve()
     for k in DEFAULT_SETTINGS:
@@ -130,7 +137,9 @@ def run_dir(name:str, root:Path|str|None=None) -> Path:
 # %% ../nbs/00_core.ipynb #a0ea6a38
 def _json_safe(o):
     "`o` with non-finite floats as `None` and NumPy scalars as Python numbers, all the way down."
-    if isinstance(o, dict): return {k if isinstance(k, (str, int, float, bool)) or k is None else str(k): _json_safe(v) for k, v in o.items()}
+    if isinstance(o, dict):
+        return {k if isinstance(k, (str, int, float, bool)) or k is None else str(k): _json_safe(v)
+                for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [_json_safe(v) for v in o]
     if isinstance(o, np.generic): o = o.item()
     if isinstance(o, float) and not math.isfinite(o): return None

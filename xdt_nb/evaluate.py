@@ -28,11 +28,14 @@ def classification_metrics(y_true, y_pred, labels) -> dict:
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
     labels = list(labels)
     y_true, y_pred = [str(y) for y in y_true], [str(y) for y in y_pred]
-    if len(y_true) != len(y_pred) or not y_true: raise ValueError(f"Need equal, non-zero numbers of true and predicted labels, got {len(y_true)} and {len(y_pred)}.")
+    if len(y_true) != len(y_pred) or not y_true:
+        raise ValueError("Need equal, non-zero numbers of true and predicted labels, "
+                         f"got {len(y_true)} and {len(y_pred)}.")
     rep = classification_report(y_true, y_pred, labels=labels, output_dict=True, zero_division=0)
     return dict(n=len(y_true), accuracy=float(accuracy_score(y_true, y_pred)),
                 macro_f1=float(f1_score(y_true, y_pred, labels=labels, average='macro', zero_division=0)),
-                weighted_f1=float(f1_score(y_true, y_pred, labels=labels, average='weighted', zero_division=0)),
+                weighted_f1=float(f1_score(y_true, y_pred, labels=labels, average='weighted',
+                                           zero_division=0)),
                 per_class={l: {k: float(v) for k, v in rep[l].items()} for l in labels},
                 labels=labels, confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist())
 
@@ -46,7 +49,8 @@ def majority_baseline(train_labels, test_labels, labels) -> dict:
 def predict_proba(model, tokenizer, texts, batch_size:int=64, max_length:int=128) -> np.ndarray:
     "Softmax probabilities (n_texts x n_classes) in the order of `texts`."
     ds = TextDataset(tokenizer, list(texts), max_length=max_length)
-    return torch.softmax(torch.from_numpy(predict_logits(model, make_loader(ds, tokenizer, batch_size))), -1).numpy()
+    return torch.softmax(torch.from_numpy(predict_logits(model, make_loader(ds, tokenizer, batch_size))),
+                         -1).numpy()
 
 # %% ../nbs/04_evaluate.ipynb #c8ac8c3b
 def evaluate(model, tokenizer, df:pd.DataFrame, labels, batch_size:int=64) -> tuple[dict, np.ndarray]:
@@ -59,7 +63,8 @@ def evaluate(model, tokenizer, df:pd.DataFrame, labels, batch_size:int=64) -> tu
 def _pyplot(path):
     "pyplot, switched to the file-only Agg backend when saving outside a notebook (headless runs)."
     import matplotlib
-    if path is not None and matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
+    if (path is not None
+            and matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline')):
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     return plt
@@ -84,7 +89,8 @@ def plot_confusion(metrics:dict, path:Path|str|None=None, title:str=''):
                     color='white' if share[i, j] > 0.5 else 'black', fontsize=9)
     ax.set_xticks(range(len(labels)), labels, rotation=30); ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel('predicted'); ax.set_ylabel('true')
-    ax.set_title(title or f"accuracy {metrics['accuracy']:.3f} · macro-F1 {metrics['macro_f1']:.3f}", fontsize=10)
+    ax.set_title(title or f"accuracy {metrics['accuracy']:.3f} · macro-F1 {metrics['macro_f1']:.3f}",
+                 fontsize=10)
     return _finish(fig, path)
 
 # %% ../nbs/04_evaluate.ipynb #4144844a
@@ -94,7 +100,8 @@ RECORD_FIELDS = ('notebook', 'task', 'dataset', 'source', 'target', 'method', 's
 def append_record(path:Path|str, record:dict) -> dict:
     "Check `record` has every field of `RECORD_FIELDS` and append it as one JSON line to `path`."
     missing = [f for f in RECORD_FIELDS if f not in record]
-    if missing: raise ValueError(f"Record is missing field(s) {missing}; every record needs {list(RECORD_FIELDS)}.")
+    if missing:
+        raise ValueError(f"Record is missing field(s) {missing}; every record needs {list(RECORD_FIELDS)}.")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'a', encoding='utf-8') as f: f.write(to_json(record) + '\n')
     return record
@@ -104,8 +111,10 @@ def read_jsonl(path:Path|str) -> list[dict]:
     rows = []
     for i, line in enumerate(Path(path).read_text(encoding='utf-8').splitlines(), 1):
         if not line.strip(): continue
-        try: rows.append(json.loads(line))
-        except json.JSONDecodeError as e: raise ValueError(f"{path}, line {i} is not JSON ({e}). Fix or delete that line.") from None
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {i} is not JSON ({e}). Fix or delete that line.") from None
     return rows
 
 def read_records(path:Path|str) -> pd.DataFrame:
@@ -125,25 +134,33 @@ def summarise(records:pd.DataFrame, by=('source', 'target', 'method', 'n_target_
 def mean_std(summary:pd.DataFrame, metric:str='macro_f1', digits:int=3) -> pd.Series:
     "'0.812 ± 0.010' strings (just the mean when there is one seed)."
     m, s = summary[f'{metric}_mean'], summary[f'{metric}_std']
-    return pd.Series([f'{a:.{digits}f}' + ('' if math.isnan(b) else f' ± {b:.{digits}f}') for a, b in zip(m, s)],
-                     index=summary.index)
+    return pd.Series([f'{a:.{digits}f}' + ('' if math.isnan(b) else f' ± {b:.{digits}f}')
+                      for a, b in zip(m, s)], index=summary.index)
 
 # %% ../nbs/04_evaluate.ipynb #e1a2b3c5
 def uneven_seeds(records:pd.DataFrame, by=('method', 'n_target_labels')) -> list:
     "The `by` cells whose seeds did not all run the same (source, target) pairs."
-    pairs = records.groupby([*by, 'seed'])[['source', 'target']].apply(lambda g: frozenset(zip(g.source, g.target)))
-    return [] if pairs.empty else pairs.groupby(level=list(range(len(by)))).nunique().loc[lambda n: n > 1].index.tolist()
+    pairs = (records.groupby([*by, 'seed'])[['source', 'target']]
+             .apply(lambda g: frozenset(zip(g.source, g.target))))
+    return [] if pairs.empty else (pairs.groupby(level=list(range(len(by)))).nunique()
+                                   .loc[lambda n: n > 1].index.tolist())
 
 # %% ../nbs/04_evaluate.ipynb #5a7b4f13
-def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro_f1', baseline:float|None=None,
-                 path:Path|str|None=None, title:str=''):
+def plot_summary(summary:pd.DataFrame, label_col:str='method', metric:str='macro_f1',
+                 baseline:float|None=None, path:Path|str|None=None, title:str=''):
     "Bars of `metric` mean ± std per row of `summary`; a dashed line at `baseline`; saved to `path`."
     plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(summary) + 2), 3.5))
-    ax.bar(summary[label_col].astype(str), summary[f'{metric}_mean'], yerr=summary[f'{metric}_std'].fillna(0), capsize=4)
-    if baseline is not None: ax.axhline(baseline, ls='--', c='k', lw=1, label='majority class'); ax.legend()
-    ax.set_ylabel(metric.replace('_', '-')); ax.set_ylim(0, 1); ax.set_title(title, fontsize=10)
-    if summary[label_col].astype(str).str.len().max() > 10: ax.tick_params(axis='x', labelrotation=25)  # long names would overlap
+    ax.bar(summary[label_col].astype(str), summary[f'{metric}_mean'], yerr=summary[f'{metric}_std'].fillna(0),
+           capsize=4)
+    if baseline is not None:
+        ax.axhline(baseline, ls='--', c='k', lw=1, label='majority class')
+        ax.legend()
+    ax.set_ylabel(metric.replace('_', '-'))
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    if summary[label_col].astype(str).str.len().max() > 10:
+        ax.tick_params(axis='x', labelrotation=25)  # long names would overlap
     return _finish(fig, path)
 
 # %% ../nbs/04_evaluate.ipynb #bf062ba7
@@ -152,7 +169,10 @@ def transfer_matrix(records:pd.DataFrame, method:str, metric:str='weighted_f1', 
     "(mean, std) source x target matrices of `metric` for `method` (optionally one `n_target_labels`)."
     r = records[records.method == method]
     if n_target_labels is not None: r = r[r.n_target_labels == n_target_labels]
-    if r.empty: raise ValueError(f"No records for method {method!r}" + (f" with n_target_labels={n_target_labels}" if n_target_labels is not None else '') + '.')
+    if r.empty:
+        raise ValueError(f"No records for method {method!r}"
+                         + (f" with n_target_labels={n_target_labels}" if n_target_labels is not None else '')
+                         + '.')
     g = r.groupby(['source', 'target'])[metric]
     mean, std = g.mean().unstack(), g.std().unstack()
     if order is not None:
@@ -170,9 +190,11 @@ def format_matrix(mean:pd.DataFrame, std:pd.DataFrame|None=None, digits:int=2) -
 # %% ../nbs/04_evaluate.ipynb #c7304c21
 def negative_transfer(records:pd.DataFrame, metric:str='macro_f1', reference:str='target_only',
                       majority:dict|None=None) -> pd.DataFrame:
-    "Per (method, source, target, n_target_labels): the mean `metric`, the reference's, and flags for negative transfer."
+    ("Per (method, source, target, n_target_labels): the mean `metric`, the reference's, "
+     "and flags for negative transfer.")
     keys = ['method', 'source', 'target', 'n_target_labels']
-    # the reference on the seeds the cell ran: a cell run on fewer seeds is not compared with other draws of the labels
+    # the reference on the seeds the cell ran:
+    # a cell run on fewer seeds is not compared with other draws of the labels
     ref = (records[records.method == reference].groupby(['target', 'n_target_labels', 'seed'])[metric].mean()
            .rename('target_only').reset_index())
     m = (records.merge(ref, on=['target', 'n_target_labels', 'seed'], how='left')
@@ -185,8 +207,8 @@ def negative_transfer(records:pd.DataFrame, metric:str='macro_f1', reference:str
 
 # %% ../nbs/04_evaluate.ipynb #91f7072c
 def plot_heatmap(mean:pd.DataFrame, path:Path|str|None=None, title:str='', flags:pd.DataFrame|None=None,
-                 std:pd.DataFrame|None=None, vmin:float=0.3, vmax:float=1.0, cmap:str='viridis', xlabel='target', ylabel='source',
-                 digits:int=2):
+                 std:pd.DataFrame|None=None, vmin:float=0.3, vmax:float=1.0, cmap:str='viridis',
+                 xlabel='target', ylabel='source', digits:int=2):
     "Annotated heat-map of a source x target matrix; cells where `flags` is True get a red frame and a ▼."
     plt = _pyplot(path)
     fig, ax = plt.subplots(figsize=(1.1 * mean.shape[1] + 2.2, 0.8 * mean.shape[0] + 1.6))
@@ -196,10 +218,17 @@ def plot_heatmap(mean:pd.DataFrame, path:Path|str|None=None, title:str='', flags
             v = mean.loc[r, c]
             if pd.isna(v): continue
             flag = flags is not None and bool(flags.reindex_like(mean).fillna(False).loc[r, c])
-            s = f'{v:.{digits}f}' + (f'\n±{std.loc[r, c]:.{digits}f}' if std is not None and not pd.isna(std.loc[r, c]) else '') + (' ▼' if flag else '')
-            ax.text(j, i, s, ha='center', va='center', fontsize=8, color='white' if v < (vmin + vmax) / 2 else 'black')
+            s = (f'{v:.{digits}f}'
+                 + (f'\n±{std.loc[r, c]:.{digits}f}'
+                    if std is not None and not pd.isna(std.loc[r, c]) else '')
+                 + (' ▼' if flag else ''))
+            ax.text(j, i, s, ha='center', va='center', fontsize=8,
+                    color='white' if v < (vmin + vmax) / 2 else 'black')
             if flag: ax.add_patch(plt.Rectangle((j - .5, i - .5), 1, 1, fill=False, ec='red', lw=2))
-    ax.set_xticks(range(mean.shape[1]), mean.columns, rotation=30); ax.set_yticks(range(mean.shape[0]), mean.index)
-    ax.set_xlabel(xlabel); ax.set_ylabel(ylabel); ax.set_title(title, fontsize=10)
+    ax.set_xticks(range(mean.shape[1]), mean.columns, rotation=30)
+    ax.set_yticks(range(mean.shape[0]), mean.index)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _finish(fig, path)

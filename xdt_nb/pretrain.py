@@ -42,20 +42,26 @@ class PretrainConfig:
     def __post_init__(self):
         checks = dict(epochs=self.epochs >= 1, batch_size=self.batch_size >= 1, lr=self.lr > 0,
                       mlm_probability=0 < self.mlm_probability < 1, max_length=8 <= self.max_length <= 512,
-                      warmup=0 <= self.warmup < 1, weight_decay=self.weight_decay >= 0, max_grad_norm=self.max_grad_norm > 0,
-                      holdout=0 < self.holdout < 1, mixed_precision=self.mixed_precision in ('no', 'bf16', 'fp16'))
+                      warmup=0 <= self.warmup < 1, weight_decay=self.weight_decay >= 0,
+                      max_grad_norm=self.max_grad_norm > 0, holdout=0 < self.holdout < 1,
+                      mixed_precision=self.mixed_precision in ('no', 'bf16', 'fp16'))
         bad = [k for k, ok in checks.items() if not ok]
-        if bad: raise ValueError(f"Bad PretrainConfig value(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}. "
-                                 "Ranges: epochs, batch_size >= 1; lr, max_grad_norm > 0; 0 < mlm_probability, holdout < 1; "
-                                 "0 <= warmup < 1; 8 <= max_length <= 512; mixed_precision in no/bf16/fp16.")
+        if bad:
+            raise ValueError("Bad PretrainConfig value(s): "
+                             f"{', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}. "
+                             "Ranges: epochs, batch_size >= 1; lr, max_grad_norm > 0; "
+                             "0 < mlm_probability, holdout < 1; "
+                             "0 <= warmup < 1; 8 <= max_length <= 512; mixed_precision in no/bf16/fp16.")
 
 # %% ../nbs/03a_pretrain.ipynb #b4125578
 def token_windows(texts, tokenizer, max_length:int=128) -> list[list[int]]:
-    "Token ids of `texts`, each cut into consecutive windows of at most `max_length` (special tokens included)."
+    ("Token ids of `texts`, each cut into consecutive windows of at most `max_length` "
+     "(special tokens included).")
     texts = [str(t) for t in texts if isinstance(t, str) and t.strip()]
     if not texts: raise ValueError("No text to pretrain on: pass a non-empty list of non-empty strings.")
     # the tokenizer's own overflow handling adds the special tokens around every window
-    return tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)['input_ids']
+    return tokenizer(texts, truncation=True, max_length=max_length,
+                     return_overflowing_tokens=True)['input_ids']
 
 # %% ../nbs/03a_pretrain.ipynb #3df83d68
 def mlm_loss(model, batch:dict, whole_model:bool=False) -> torch.Tensor:
@@ -69,7 +75,8 @@ def mlm_loss(model, batch:dict, whole_model:bool=False) -> torch.Tensor:
 
 # %% ../nbs/03a_pretrain.ipynb #d49792f7
 def masking_collator(tokenizer, mlm_probability:float=0.15, seed:int=0):
-    "Pads windows and masks `mlm_probability` of their tokens (80% [MASK], 10% random, 10% kept) from its own seeded generator."
+    ("Pads windows and masks `mlm_probability` of their tokens (80% [MASK], 10% random, 10% kept) "
+     "from its own seeded generator.")
     import os
     from transformers import DataCollatorForLanguageModeling
     class SeededCollator(DataCollatorForLanguageModeling):
@@ -115,20 +122,23 @@ def further_pretrain(texts,                      # unlabelled text of the target
     order = rng.permutation(len(windows))
     n_hold = max(1, round(cfg.holdout * len(windows)))
     if len(windows) - n_hold < cfg.batch_size:
-        raise ValueError(f"Only {len(windows)} windows of text: too few to hold out {n_hold} and train in batches of "
-                         f"{cfg.batch_size}. Pass more text or a smaller batch_size.")
-    hold, train = [{'input_ids': windows[i]} for i in order[:n_hold]], [{'input_ids': windows[i]} for i in order[n_hold:]]
+        raise ValueError(f"Only {len(windows)} windows of text: too few to hold out {n_hold} "
+                         f"and train in batches of {cfg.batch_size}. Pass more text or a smaller batch_size.")
+    hold, train = ([{'input_ids': windows[i]} for i in order[:n_hold]],
+                   [{'input_ids': windows[i]} for i in order[n_hold:]])
     collate = masking_collator(tokenizer, cfg.mlm_probability, cfg.seed)
-    heldout = [collate(hold[i:i + 64]) for i in range(0, len(hold), 64)]   # masked once: the same test every time
+    heldout = [collate(hold[i:i + 64]) for i in range(0, len(hold), 64)]   # masked once: the same test always
 
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     whole = acc.num_processes > 1
     model = AutoModelForMaskedLM.from_pretrained(resolve_model(model_name))
-    sampler = LengthBucketBatchSampler([len(x['input_ids']) for x in train], cfg.batch_size, shuffle=True, seed=cfg.seed)
+    sampler = LengthBucketBatchSampler([len(x['input_ids']) for x in train], cfg.batch_size,
+                                       shuffle=True, seed=cfg.seed)
     loader = DataLoader(train, batch_sampler=sampler, collate_fn=collate)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=cfg.weight_decay),
-                             dict(params=[p for p in model.parameters() if p.ndim < 2], weight_decay=0.0)], lr=cfg.lr)
+                             dict(params=[p for p in model.parameters() if p.ndim < 2], weight_decay=0.0)],
+                            lr=cfg.lr)
     model, opt, loader = acc.prepare(model, opt, loader)
     total = cfg.epochs * len(loader)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * total), total)
@@ -145,7 +155,8 @@ def further_pretrain(texts,                      # unlabelled text of the target
             opt.step(); sched.step(); opt.zero_grad()
             run += loss.item(); step += 1; bar.update(1)
         lh = heldout_loss(acc.unwrap_model(model), heldout)
-        history.append(dict(epoch=epoch + 1, step=step, train_loss=run / len(loader), heldout_loss=lh, perplexity=math.exp(lh)))
+        history.append(dict(epoch=epoch + 1, step=step, train_loss=run / len(loader), heldout_loss=lh,
+                            perplexity=math.exp(lh)))
         bar.set_postfix(perplexity=f'{math.exp(lh):.1f}')
     bar.close()
     seconds = time.time() - t0
@@ -153,8 +164,9 @@ def further_pretrain(texts,                      # unlabelled text of the target
         tmp = out_dir.with_name(out_dir.name + '.tmp')
         if tmp.exists(): shutil.rmtree(tmp)
         acc.unwrap_model(model).save_pretrained(tmp); tokenizer.save_pretrained(tmp)
-        write_json(tmp/'pretrain.json', dict(start=str(model_name or 'default'), config=asdict(cfg), n_texts=len(texts),
-                                                n_windows=len(windows), history=history, train_seconds=seconds))
+        write_json(tmp/'pretrain.json', dict(start=str(model_name or 'default'), config=asdict(cfg),
+                                             n_texts=len(texts), n_windows=len(windows), history=history,
+                                             train_seconds=seconds))
         if out_dir.exists(): shutil.rmtree(out_dir)
         tmp.replace(out_dir)
     acc.wait_for_everyone()
