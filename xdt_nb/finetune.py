@@ -43,7 +43,8 @@ def target_only(t:TransferTask) -> Trained:
 @register_method('source_only', needs_source=True)
 def source_only(t:TransferTask) -> Trained:
     "Fine-tune on the source alone (early stopping on source dev): zero target labels used."
-    return _from_cache(t, 'source_only', (t.source_train, t.source_dev), lambda: _finetune(t, _source_stage(t)))
+    return _from_cache(t, 'source_only', (t.source_train, t.source_dev),
+                       lambda: _finetune(t, _source_stage(t)))
 
 # %% ../nbs/05a_finetune.ipynb #21e7a0a9
 def _stage_dir(t:TransferTask, i:int) -> Path|None:
@@ -85,12 +86,14 @@ def dann(t:TransferTask) -> Trained:
     "Domain-adversarial training (Ganin et al. 2016): source labels, target labels if any, target text."
     cfg = dataclasses.replace(t.cfg, alpha=t.cfg.alpha or 1.0, adversarial=t.cfg.adversarial or 1.0)
     has_t = len(t.target_train) > 0
-    return _finetune(t, dict(train=t.target_train if has_t else None, dev=t.target_dev if has_t else t.source_dev,
+    return _finetune(t, dict(train=t.target_train if has_t else None,
+                             dev=t.target_dev if has_t else t.source_dev,
                              source=t.source_train, unlabelled=t.unlabelled, cfg=cfg))
 
 # %% ../nbs/05a_finetune.ipynb #f589d329
 def _class_proba(clf, X, k:int) -> np.ndarray:
-    "A scikit-learn classifier's probabilities over all `k` classes (zero for classes it never saw in training)."
+    ("A scikit-learn classifier's probabilities over all `k` classes "
+     "(zero for classes it never saw in training).")
     p = np.zeros((len(X), k))
     p[:, clf.classes_] = clf.predict_proba(X)
     return p

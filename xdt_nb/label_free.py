@@ -12,13 +12,14 @@ import numpy as np
 __all__ = ['label_free_scores']
 
 # %% ../nbs/05e_label_free.ipynb #28998860
-def label_free_scores(proba:np.ndarray,           # a model's class probabilities on unlabelled target texts, (n, k)
-                      lexicon_classes:np.ndarray, # the lexicon's class ids for the same texts (`vader_classes`)
-                     ) -> dict:
+def label_free_scores(
+    proba:np.ndarray,           # a model's class probabilities on unlabelled target texts, (n, k)
+    lexicon_classes:np.ndarray, # the lexicon's class ids for the same texts (`vader_classes`)
+) -> dict:
     "A model's mean confidence on unlabelled target texts and how often it agrees with the lexicon there."
     proba, lexicon_classes = np.asarray(proba), np.asarray(lexicon_classes)
     if len(proba) == 0 or len(proba) != len(lexicon_classes):
-        raise ValueError(f"label_free_scores needs one lexicon class per probability row and at least one text; "
-                         f"got {len(proba)} rows and {len(lexicon_classes)} classes.")
+        raise ValueError(f"label_free_scores needs one lexicon class per probability row "
+                         f"and at least one text; got {len(proba)} rows and {len(lexicon_classes)} classes.")
     return dict(lexicon_agreement=float((proba.argmax(1) == lexicon_classes).mean()),
                 mean_confidence=float(proba.max(1).mean()), n_label_free=len(proba))

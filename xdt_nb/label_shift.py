@@ -19,9 +19,10 @@ from .train import label_ids
 __all__ = ['em_priors', 'shift_priors', 'fit_calibration', 'label_shift_em']
 
 # %% ../nbs/05b_label_shift.ipynb #61598ed7
-def em_priors(proba:np.ndarray,          # calibrated source-model probabilities on unlabelled target texts, (n, k)
-              source_priors:np.ndarray,  # class frequencies the probabilities were calibrated to, (k,)
-              max_iter:int=1000, tol:float=1e-8) -> np.ndarray:
+def em_priors(
+    proba:np.ndarray,          # calibrated source-model probabilities on unlabelled target texts, (n, k)
+    source_priors:np.ndarray,  # class frequencies the probabilities were calibrated to, (k,)
+    max_iter:int=1000, tol:float=1e-8) -> np.ndarray:
     "Target class priors by EM on unlabelled probabilities (Saerens et al. 2002)."
     source_priors = np.asarray(source_priors, float)
     if (source_priors <= 0).any():
@@ -73,10 +74,12 @@ def _calibrated_source_only(t:TransferTask) -> tuple[Trained, Callable]:
 # %% ../nbs/05b_label_shift.ipynb #093f15c4
 @register_method('label_shift_em', needs_source=True)
 def label_shift_em(t:TransferTask) -> Trained:
-    "Source-only fine-tuning, calibrated on source dev, re-weighted to each target's EM-estimated class priors."
+    ("Source-only fine-tuning, calibrated on source dev, "
+     "re-weighted to each target's EM-estimated class priors.")
     trained, calibrated = _calibrated_source_only(t)
     y = label_ids(t.source_dev.label, t.labels)
-    source_priors = (np.bincount(y, minlength=len(t.labels)) + 1) / (len(y) + len(t.labels))  # +1: no zero prior
+    # +1: no zero prior
+    source_priors = (np.bincount(y, minlength=len(t.labels)) + 1) / (len(y) + len(t.labels))
     proba = lambda texts: calibrated(trained.predict_proba(texts))
     def for_target(unlabelled_texts):
         priors = em_priors(proba(unlabelled_texts), source_priors)

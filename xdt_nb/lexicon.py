@@ -28,8 +28,9 @@ def _one_hot(idx, k): return np.eye(k)[np.asarray(idx)]
 def _require_sentiment(t:TransferTask, method:str):
     "Lexicons score sentiment: refuse any other label space."
     if list(t.labels) != ['negative', 'neutral', 'positive']:
-        raise ValueError(f"{method} predicts negative/neutral/positive; this task's labels are {t.labels}. Use it "
-                         "on a sentiment domain, or pick a method that learns the labels (e.g. 'source_only').")
+        raise ValueError(f"{method} predicts negative/neutral/positive; this task's labels are {t.labels}. "
+                         "Use it on a sentiment domain, "
+                         "or pick a method that learns the labels (e.g. 'source_only').")
 
 # %% ../nbs/05d_lexicon.ipynb #b89ee35a
 VADER_SCORES = ('neg', 'neu', 'pos', 'compound')
@@ -45,7 +46,8 @@ def vader_scores(texts) -> np.ndarray:
     return np.array(scores).reshape(-1, len(VADER_SCORES))
 
 def vader_classes(texts) -> np.ndarray:
-    "The paper's rule on VADER's compound score as class ids: >= 0.05 positive, <= -0.05 negative, else neutral."
+    ("The paper's rule on VADER's compound score as class ids: "
+     ">= 0.05 positive, <= -0.05 negative, else neutral.")
     c = vader_scores(texts)[:, VADER_SCORES.index('compound')]
     return np.where(c >= 0.05, 2, np.where(c <= -0.05, 0, 1))
 
@@ -76,12 +78,13 @@ def lm_lexicon(t:TransferTask) -> Trained:
 
 # %% ../nbs/05d_lexicon.ipynb #faf553a2
 def _lexicon_expert(labelled:pd.DataFrame, labels) -> Callable:
-    "VADER's four scores mapped to the classes by a logistic regression fitted on `labelled` (texts -> proba)."
+    ("VADER's four scores mapped to the classes by a logistic regression fitted on `labelled` "
+     "(texts -> proba).")
     from sklearn.linear_model import LogisticRegression
     if labelled.label.nunique() < 2:
         raise ValueError(f"The lexicon expert needs labelled texts of at least two classes, got "
-                         f"{labelled.label.unique().tolist()}; use more target labels ({len(labels)} or more give "
-                         "every class one).")
+                         f"{labelled.label.unique().tolist()}; "
+                         f"use more target labels ({len(labels)} or more give every class one).")
     y = label_ids(labelled.label, labels)
     clf = LogisticRegression(max_iter=1000).fit(vader_scores(labelled.text), y)
     return lambda texts: _class_proba(clf, vader_scores(texts), len(labels))
@@ -96,7 +99,8 @@ def _mixture(model_proba:Callable, lexicon:Callable, model_weight:float) -> Call
 # %% ../nbs/05d_lexicon.ipynb #6c4fbab8
 @register_method('lexicon_ensemble', needs_source=True)
 def lexicon_ensemble(t:TransferTask) -> Trained:
-    "Average of two experts calibrated on source dev: the source-only model and a logistic regression on VADER."
+    ("Average of two experts calibrated on source dev: "
+     "the source-only model and a logistic regression on VADER.")
     _require_sentiment(t, 'lexicon_ensemble')
     trained, calibrated = _calibrated_source_only(t)
     model_proba = lambda texts: calibrated(trained.predict_proba(texts))
@@ -109,7 +113,8 @@ MODEL_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # the model expert's weight; in thi
 
 @register_method('sequential_lexicon', needs_source=True, needs_target=True)
 def sequential_lexicon(t:TransferTask) -> Trained:
-    "`sequential`'s model and a lexicon expert fitted on the target labels, mixed by a weight chosen on target dev."
+    ("`sequential`'s model and a lexicon expert fitted on the target labels, "
+     "mixed by a weight chosen on target dev.")
     _require_sentiment(t, 'sequential_lexicon')
     lexicon = _lexicon_expert(t.target_train, t.labels)  # before training: labels it cannot use fail at once
     trained = sequential(t)
@@ -117,7 +122,8 @@ def sequential_lexicon(t:TransferTask) -> Trained:
     model_dev = trained.predict_proba(dev_texts)
     calibrated = fit_calibration(model_dev, dev_y, bias=False)
     model_p, lexicon_p = calibrated(model_dev), lexicon(dev_texts)
-    scores = [macro_f1(dev_y, (w * model_p + (1 - w) * lexicon_p).argmax(1), len(t.labels)) for w in MODEL_WEIGHTS]
+    scores = [macro_f1(dev_y, (w * model_p + (1 - w) * lexicon_p).argmax(1), len(t.labels))
+              for w in MODEL_WEIGHTS]
     w = MODEL_WEIGHTS[int(np.argmax(scores))]
     proba = _mixture(lambda texts: calibrated(trained.predict_proba(texts)), lexicon, w)
     return dataclasses.replace(trained, predict_proba=proba,

@@ -29,9 +29,10 @@ def resolve_model(name:str|None=None, settings:Settings|None=None) -> str:
     if Path(name).expanduser().is_dir(): return str(Path(name).expanduser())
     if settings.offline:
         raise FileNotFoundError(
-            f"Model {name!r} is neither a registered model {sorted(k for k, r in RESOURCES.items() if r.kind == 'model')} nor an existing "
-            f"folder, and offline mode is on. Fix: pass a local folder, or allow hub downloads with XDT_OFFLINE=0 "
-            f"(offline = false in settings.ini), e.g. on Colab.")
+            f"Model {name!r} is neither a registered model "
+            f"{sorted(k for k, r in RESOURCES.items() if r.kind == 'model')} nor an existing "
+            f"folder, and offline mode is on. Fix: pass a local folder, or allow hub downloads "
+            f"with XDT_OFFLINE=0 (offline = false in settings.ini), e.g. on Colab.")
     return name
 
 # %% ../nbs/02_model.ipynb #acebd255
@@ -46,7 +47,8 @@ def load_tokenizer(name:str|None=None, settings:Settings|None=None):
     return AutoTokenizer.from_pretrained(resolve_model(name, settings))
 
 def load_encoder(name:str|None=None, settings:Settings|None=None):
-    "The pretrained encoder without a head, what `embed` reads sentence vectors from: load it once to embed many texts."
+    ("The pretrained encoder without a head, what `embed` reads sentence vectors from: "
+     "load it once to embed many texts.")
     from transformers import AutoModel
     _quiet_transformers()
     return AutoModel.from_pretrained(resolve_model(name, settings))
@@ -61,12 +63,15 @@ def load_classifier(labels, name:str|None=None, settings:Settings|None=None, see
         id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
 
 # %% ../nbs/02_model.ipynb #9b6dc697
-SMALL_ENCODER_WIDTH = 512   # hidden size up to which an encoder is small (MiniLM-L6: 384; base-size models: 768)
+# hidden size up to which an encoder is small (MiniLM-L6: 384; base-size models: 768)
+SMALL_ENCODER_WIDTH = 512
 
 def suggested_lr(model=None, settings:Settings|None=None) -> float:
-    "Peak fine-tuning learning rate for an encoder given by name, folder, hub name or loaded model: 1e-4 small, 2e-5 base-size."
+    ("Peak fine-tuning learning rate for an encoder given by name, folder, hub name or loaded model: "
+     "1e-4 small, 2e-5 base-size.")
     from transformers import AutoConfig
-    config = model.config if hasattr(model, 'config') else AutoConfig.from_pretrained(resolve_model(model, settings))
+    config = (model.config if hasattr(model, 'config')
+              else AutoConfig.from_pretrained(resolve_model(model, settings)))
     return 1e-4 if config.hidden_size <= SMALL_ENCODER_WIDTH else 2e-5
 
 
@@ -75,7 +80,8 @@ class LengthBucketBatchSampler(Sampler):
     "Batches of indices of similar length; random (by seed and epoch) when `shuffle`, else sorted by length."
     def __init__(self, lengths, batch_size:int, shuffle:bool=True, seed:int=0, bucket_size:int=50):
         if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.lengths, self.bs, self.shuffle, self.seed, self.bucket = np.asarray(lengths), batch_size, shuffle, seed, bucket_size
+        self.lengths, self.bs, self.shuffle, self.seed, self.bucket = (
+            np.asarray(lengths), batch_size, shuffle, seed, bucket_size)
         self.epoch = 0
 
     def set_epoch(self, epoch:int): self.epoch = epoch
@@ -118,7 +124,9 @@ def make_loader(ds:TextDataset, tokenizer, batch_size:int=32, shuffle:bool=False
     "Dynamically padded batches of `ds`; length-bucketed unless `bucket=False` (then plain order/shuffle)."
     from transformers import DataCollatorWithPadding
     collate = DataCollatorWithPadding(tokenizer)
-    if bucket: return DataLoader(ds, batch_sampler=LengthBucketBatchSampler(ds.lengths(), batch_size, shuffle, seed), collate_fn=collate)
+    if bucket:
+        return DataLoader(ds, batch_sampler=LengthBucketBatchSampler(ds.lengths(), batch_size, shuffle, seed),
+                          collate_fn=collate)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
                       generator=torch.Generator().manual_seed(seed))
 
@@ -132,7 +140,8 @@ def padding_share(loader) -> float:
 
 # %% ../nbs/02_model.ipynb #112bd014
 @torch.no_grad()
-def embed(texts, name:str|None=None, batch_size:int=64, max_length:int=128, model=None, tokenizer=None) -> np.ndarray:
+def embed(texts, name:str|None=None, batch_size:int=64, max_length:int=128, model=None,
+          tokenizer=None) -> np.ndarray:
     "Mean-pooled, L2-normalised sentence vectors from the frozen encoder, in the order of `texts`."
     tokenizer = tokenizer or load_tokenizer(name)
     if model is None: model = load_encoder(name)

@@ -44,7 +44,8 @@ def fit_joint_softmax(Xt, yt, Xs, ys, alpha:float, n_classes:int, lr:float=2.0, 
                       l2:float=1e-3) -> tuple[np.ndarray, np.ndarray, list]:
     "Minimise L_t + alpha*L_s (+ l2/2 |W|^2) by gradient descent; (W, b, loss history)."
     if alpha < 0: raise ValueError(f"alpha must be >= 0, got {alpha}.")
-    if len(Xt) == 0 and alpha == 0: raise ValueError("No target examples and alpha = 0: nothing to learn from.")
+    if len(Xt) == 0 and alpha == 0:
+        raise ValueError("No target examples and alpha = 0: nothing to learn from.")
     Y = lambda y: np.eye(n_classes)[y]
     T, S = (Xt, Y(yt)), (Xs, Y(ys))
     # alpha -> infinity is source-only training; scale the step so that large alphas stay stable
@@ -53,11 +54,13 @@ def fit_joint_softmax(Xt, yt, Xs, ys, alpha:float, n_classes:int, lr:float=2.0, 
     for _ in range(steps):
         gW, gb = joint_grad(W, b, T, S, alpha) if len(Xt) else tuple(alpha * g for g in ce_grad(W, b, *S))
         W -= lr * scale * (gW + l2 * W); b -= lr * scale * gb
-        hist.append((joint_loss(W, b, T, S, alpha) if len(Xt) else alpha * ce_loss(W, b, *S)) + l2 / 2 * (W**2).sum())
+        hist.append((joint_loss(W, b, T, S, alpha) if len(Xt) else alpha * ce_loss(W, b, *S))
+                    + l2 / 2 * (W**2).sum())
     return W, b, hist
 
 # %% ../nbs/10_math.ipynb #cbd35ebd
-def alpha_sweep(Xt, yt, Xs, ys, Xdev, ydev, alphas, n_classes:int, n_labels:int, seeds, **fit_kw) -> pd.DataFrame:
+def alpha_sweep(Xt, yt, Xs, ys, Xdev, ydev, alphas, n_classes:int, n_labels:int, seeds,
+                **fit_kw) -> pd.DataFrame:
     "Target dev macro-F1 of the joint softmax regression for each alpha and each few-shot draw."
     from sklearn.metrics import f1_score
     rows = []
@@ -66,8 +69,9 @@ def alpha_sweep(Xt, yt, Xs, ys, Xdev, ydev, alphas, n_classes:int, n_labels:int,
         for a in alphas:
             W, b, _ = fit_joint_softmax(Xt[idx], yt[idx], Xs, ys, a, n_classes, **fit_kw)
             pred = softmax(Xdev @ W.T + b).argmax(1)
-            rows.append(dict(alpha=a, seed=seed, dev_macro_f1=f1_score(ydev, pred, labels=list(range(n_classes)),
-                                                                         average='macro', zero_division=0)))
+            rows.append(dict(alpha=a, seed=seed,
+                             dev_macro_f1=f1_score(ydev, pred, labels=list(range(n_classes)),
+                                                   average='macro', zero_division=0)))
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_math.ipynb #3a2f9898
@@ -80,5 +84,6 @@ def domain_separability(Xa, Xb, seed:int=0) -> float:
     return float(cross_val_score(LogisticRegression(max_iter=2000), X, y, cv=3).mean())
 
 def label_shift(pa:pd.Series, pb:pd.Series) -> float:
-    "Total variation between two class distributions (label -> share): 0 the same, 1 disjoint; a class one lacks counts as 0."
+    ("Total variation between two class distributions (label -> share): 0 the same, 1 disjoint; "
+     "a class one lacks counts as 0.")
     return float(0.5 * pa.sub(pb, fill_value=0).abs().sum())

@@ -94,7 +94,8 @@ def register_method(name:str, needs_source:bool=False, needs_target:bool=False, 
 
 # %% ../nbs/05_transfer.ipynb #03403e3c
 def _rows_key(t:TransferTask, *frames:pd.DataFrame) -> tuple:
-    "What determines a trained model: encoder, labels, config, and the labelled rows it learns from, in order."
+    ("What determines a trained model: encoder, labels, config, "
+     "and the labelled rows it learns from, in order.")
     rows = pd.concat([f[['text', 'label']] for f in frames], keys=range(len(frames)))
     digest = hashlib.sha1(pd.util.hash_pandas_object(rows).to_numpy().tobytes()).hexdigest()
     return (t.model_name, tuple(t.labels), json.dumps(dataclasses.asdict(t.cfg), sort_keys=True, default=str),
@@ -105,14 +106,15 @@ class ModelCache:
     "Trained weights by what determined them, for methods that start from the same model."
     def __init__(self, size:int=4):  # models kept; the one used longest ago goes first
         if size < 1:
-            raise ValueError(f"A ModelCache keeps at least one model, got size={size}. Fix: give size=1 or more, "
-                             "or pass no cache (models=None) to keep none.")
+            raise ValueError(f"A ModelCache keeps at least one model, got size={size}. "
+                             "Fix: give size=1 or more, or pass no cache (models=None) to keep none.")
         self.size, self.entries = size, OrderedDict()
 
     def __len__(self): return len(self.entries)
 
     def reuse(self, t:TransferTask, method:str, frames:tuple, train:Callable[[], Trained]) -> Trained:
-        "A copy of the model `method` trained from `frames` with `t`'s encoder, labels, config; or `train()`'s."
+        ("A copy of the model `method` trained from `frames` with `t`'s encoder, labels, config; "
+         "or `train()`'s.")
         key = (method, *_rows_key(t, *frames))
         if key not in self.entries:
             trained = train()
@@ -127,5 +129,6 @@ class ModelCache:
 
 # %% ../nbs/05_transfer.ipynb #c7d859de
 def _from_cache(t:TransferTask, method:str, frames:tuple, train:Callable[[], Trained]) -> Trained:
-    "`train()`'s model; with a cache on `t`, the one `method` trained from the same `frames` (`ModelCache.reuse`)."
+    ("`train()`'s model; with a cache on `t`, the one `method` trained from the same `frames` "
+     "(`ModelCache.reuse`).")
     return train() if t.models is None else t.models.reuse(t, method, frames, train)

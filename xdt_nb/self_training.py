@@ -33,7 +33,8 @@ SELF_TRAIN_POOL = 3000   # unlabelled target texts read
 SELF_TRAIN_SHARE = 0.5   # share of each predicted class kept
 
 def _pseudo_labelled(t:TransferTask, teacher:Trained) -> pd.DataFrame:
-    "The teacher's most confident labels of the target's unlabelled texts (those not among its labelled ones)."
+    ("The teacher's most confident labels of the target's unlabelled texts "
+     "(those not among its labelled ones).")
     pool = _cap(t.unlabelled[~t.unlabelled.text.isin(t.target_train.text)], SELF_TRAIN_POOL, t.cfg.seed)
     proba = teacher.predict_proba(pool.text.tolist())
     rows = confident_rows(proba, SELF_TRAIN_SHARE)
@@ -41,7 +42,8 @@ def _pseudo_labelled(t:TransferTask, teacher:Trained) -> pd.DataFrame:
 
 @register_method('self_train', needs_source=True, uses_target_text=True)
 def self_train(t:TransferTask) -> Trained:
-    "Train on from a teacher (`source_only`, or `sequential` given labels) on its confident labels of target text."
+    ("Train on from a teacher (`source_only`, or `sequential` given labels) "
+     "on its confident labels of target text.")
     has_t = len(t.target_train) > 0
     teacher = sequential(t) if has_t else source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
     pseudo = _pseudo_labelled(t, teacher)

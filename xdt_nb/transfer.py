@@ -66,21 +66,24 @@ def _check_method(method:str, source, n_target_labels) -> Callable:
 def _check_other_targets(method:str, fn:Callable, target:str, n_target_labels, also_test_on):
     "Refuse other targets for a model that learns from this one."
     learns_target = fn.uses_target_text or (fn.needs_target and n_target_labels != 0)
-    others = [o for o in also_test_on if get_domain(o).subset_of != target]  # a subset shares the target's splits
+    # a subset shares the target's splits
+    others = [o for o in also_test_on if get_domain(o).subset_of != target]
     if others and learns_target:
-        raise ValueError(f"Method {method!r} learns from its target, so its model cannot stand for other targets "
-                         f"{others}; run each target (only subsets of {target!r} may share its model).")
+        raise ValueError(f"Method {method!r} learns from its target, "
+                         f"so its model cannot stand for other targets {others}; "
+                         f"run each target (only subsets of {target!r} may share its model).")
 
 def _check_budgets(target:str, dev_labels, label_free:int):
     "Refuse dev and label-free budgets that count nothing, and label-free scores off sentiment."
     if dev_labels is not None and dev_labels < 1:
-        raise ValueError(f"dev_labels counts labelled target dev sentences: give 1 or more (or None for the whole "
-                         f"dev split), got {dev_labels}.")
+        raise ValueError("dev_labels counts labelled target dev sentences: "
+                         f"give 1 or more (or None for the whole dev split), got {dev_labels}.")
     if label_free < 0:
-        raise ValueError(f"label_free counts unlabelled target sentences: give 0 (off) or more, got {label_free}.")
+        raise ValueError("label_free counts unlabelled target sentences: "
+                         f"give 0 (off) or more, got {label_free}.")
     if label_free and get_domain(target).task != 'sentiment':
-        raise ValueError(f"label_free compares the model with the VADER lexicon, which scores sentiment; {target!r} "
-                         f"is a {get_domain(target).task} domain. Use label_free=0 there.")
+        raise ValueError("label_free compares the model with the VADER lexicon, which scores sentiment; "
+                         f"{target!r} is a {get_domain(target).task} domain. Use label_free=0 there.")
 
 # %% ../nbs/05f_experiment.ipynb #ed4ab4d8
 def _build_task(target:str, source:str|None, n_target_labels, seed:int, cfg:TrainConfig, model_name, out_dir,
@@ -88,13 +91,14 @@ def _build_task(target:str, source:str|None, n_target_labels, seed:int, cfg:Trai
     "The `TransferTask` of one run (the arguments are `run_experiment`'s)."
     tgt = load_domain(target)
     target_train = tgt[tgt.split == 'train'].reset_index(drop=True)
-    target_dev = few_shot(_cap(tgt[tgt.split == 'dev'].reset_index(drop=True), max_dev, seed), dev_labels, seed)
-    return TransferTask(list(get_domain(target).labels), few_shot(target_train, n_target_labels, seed), target_dev,
-                        source_rows(source, 'train', max_source, seed) if source else None,
+    target_dev = few_shot(_cap(tgt[tgt.split == 'dev'].reset_index(drop=True), max_dev, seed),
+                          dev_labels, seed)
+    return TransferTask(list(get_domain(target).labels), few_shot(target_train, n_target_labels, seed),
+                        target_dev, source_rows(source, 'train', max_source, seed) if source else None,
                         source_rows(source, 'dev', max_dev, seed) if source else None, cfg, model_name,
                         Path(out_dir) if out_dir else None,
-                        unlabelled=_cap(target_train, max_unlabelled, seed).drop(columns='label'), resume=resume,
-                        models=models)
+                        unlabelled=_cap(target_train, max_unlabelled, seed).drop(columns='label'),
+                        resume=resume, models=models)
 
 # %% ../nbs/05f_experiment.ipynb #6545324b
 def _test_on(name:str, trained:Trained, labels:list, max_test, max_unlabelled, label_free:int, seed:int
@@ -131,29 +135,30 @@ class ExperimentResult:
     other_records: list = field(default_factory=list)  # one per `also_test_on` target
 
 # %% ../nbs/05f_experiment.ipynb #f583c0f6
-def run_experiment(target:str,                  # target domain (a `DOMAINS` name)
-                   method:str='target_only',     # a `METHODS` name
-                   source:str|list|None=None,    # source domain(s); several: 'movie+nyt' (they share `max_source`)
-                   n_target_labels:int|None=None,# target labels used (None: all of train)
-                   seed:int=0,
-                   cfg:TrainConfig|None=None,
-                   model_name:str|None=None,     # encoder (default: settings)
-                   out_dir:Path|str|None=None,   # metrics/figure/checkpoints of this run go here
-                   records:Path|str|None=None,   # records.jsonl to append to
-                   notebook:str='interactive',
-                   max_source:int|None=None,     # cap on source training rows (all sources together)
-                   max_test:int|None=None,       # cap on target test rows (CI slices)
-                   command:str|None=None,
-                   extra:dict|None=None,         # more fields for the record (e.g. a run id)
-                   keep_checkpoint:bool=False,   # keep out_dir/checkpoint after a finished run (~4x model size)
-                   also_test_on=(),              # more targets to test the model on (methods using no target data)
-                   resume:bool=False,            # continue an interrupted run from out_dir's checkpoints
-                   max_unlabelled:int|None=None, # cap on target text (dann, self_train, label_shift_em; None: all)
-                   max_dev:int|None=None,        # cap on dev rows, target and source (CI slices; None: all)
-                   dev_labels:int|None=None,     # labelled target dev rows, a stratified sample (None: all)
-                   label_free:int=0,             # target sentences to score against the VADER rule (0: off)
-                   models:ModelCache|None=None,  # models trained earlier, to reuse (None: train its own)
-                  ) -> ExperimentResult:
+def run_experiment(
+    target:str,                  # target domain (a `DOMAINS` name)
+    method:str='target_only',     # a `METHODS` name
+    source:str|list|None=None,    # source domain(s); several: 'movie+nyt' (they share `max_source`)
+    n_target_labels:int|None=None,# target labels used (None: all of train)
+    seed:int=0,
+    cfg:TrainConfig|None=None,
+    model_name:str|None=None,     # encoder (default: settings)
+    out_dir:Path|str|None=None,   # metrics/figure/checkpoints of this run go here
+    records:Path|str|None=None,   # records.jsonl to append to
+    notebook:str='interactive',
+    max_source:int|None=None,     # cap on source training rows (all sources together)
+    max_test:int|None=None,       # cap on target test rows (CI slices)
+    command:str|None=None,
+    extra:dict|None=None,         # more fields for the record (e.g. a run id)
+    keep_checkpoint:bool=False,   # keep out_dir/checkpoint after a finished run (~4x model size)
+    also_test_on=(),              # more targets to test the model on (methods using no target data)
+    resume:bool=False,            # continue an interrupted run from out_dir's checkpoints
+    max_unlabelled:int|None=None, # cap on target text (dann, self_train, label_shift_em; None: all)
+    max_dev:int|None=None,        # cap on dev rows, target and source (CI slices; None: all)
+    dev_labels:int|None=None,     # labelled target dev rows, a stratified sample (None: all)
+    label_free:int=0,             # target sentences to score against the VADER rule (0: off)
+    models:ModelCache|None=None,  # models trained earlier, to reuse (None: train its own)
+) -> ExperimentResult:
     "Train `method` for `source -> target`, evaluate on the target's test split, save and record it."
     fn = _check_method(method, source, n_target_labels)
     _check_other_targets(method, fn, target, n_target_labels, also_test_on)
@@ -176,7 +181,8 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
                 n_source=len(task.source_train) if source else 0, n_dev=len(task.target_dev),
                 dev_labels=dev_labels,
                 epochs=[f.history[-1]['epoch'] + 1 if f.history else 0 for f in fits],
-                best_epochs=[f.best_epoch for f in fits],  # -1: a stage kept its starting weights (`keep_start`)
+                # -1: a stage kept its starting weights (`keep_start`)
+                best_epochs=[f.best_epoch for f in fits],
                 command=command or 'interactive (no command line)', config=dataclasses.asdict(cfg))
     base = base | trained.info | (extra or {})
     results, is_main = [], PartialState().is_main_process  # under `accelerate launch`, one process writes
@@ -185,13 +191,15 @@ def run_experiment(target:str,                  # target domain (a `DOMAINS` nam
         record = base | fields
         if out_dir and is_main:
             title = f'{source or target} → {name}, {method}: macro-F1 {metrics["macro_f1"]:.3f}'
-            _write_run(Path(out_dir) if name == target else Path(out_dir)/f'test_{name}', record, metrics, title)
+            _write_run(Path(out_dir) if name == target else Path(out_dir)/f'test_{name}',
+                       record, metrics, title)
         if records and is_main: append_record(records, record)
         results.append((record, metrics))
     if out_dir and not keep_checkpoint:  # checkpoints are only needed to resume
         for ck in Path(out_dir).glob('**/checkpoint'): shutil.rmtree(ck, ignore_errors=True)
     record, metrics = results[0]
-    return ExperimentResult(record, metrics, trained.model, trained.tokenizer, fits, [r for r, _ in results[1:]])
+    return ExperimentResult(record, metrics, trained.model, trained.tokenizer, fits,
+                            [r for r, _ in results[1:]])
 
 # %% ../nbs/05f_experiment.ipynb #f707891e
 def save_model(model, tokenizer, path:Path|str, record:dict|None=None) -> Path:
@@ -224,15 +232,18 @@ def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
-        raise ValueError(f"{len(bad)} empty or non-string text(s) at position(s) {bad[:5]}. Fix: drop or fill them.")
+        raise ValueError(f"{len(bad)} empty or non-string text(s) at position(s) {bad[:5]}. "
+                         "Fix: drop or fill them.")
     model, tok, labels = load_model(model_dir)
     proba = predict_proba(model, tok, texts, batch_size)
     out = pd.DataFrame(dict(text=texts, label=[labels[i] for i in proba.argmax(-1)]))
     for j, l in enumerate(labels): out[f'p_{l}'] = proba[:, j].round(4)
     return out
 
-def predict_file(model_dir:Path|str, in_path:Path|str, out_path:Path|str, text_col:str='text') -> pd.DataFrame:
-    "Read `in_path` (csv/tsv/jsonl), predict its `text_col`, write the rows plus predictions to `out_path` (csv)."
+def predict_file(model_dir:Path|str, in_path:Path|str, out_path:Path|str,
+                 text_col:str='text') -> pd.DataFrame:
+    ("Read `in_path` (csv/tsv/jsonl), predict its `text_col`, "
+     "write the rows plus predictions to `out_path` (csv).")
     df = load_table(in_path, text_col=text_col, label_col=None)
     res = predict(model_dir, df.text.tolist())
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
