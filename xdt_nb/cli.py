@@ -134,8 +134,12 @@ def _add_data(sub):
     f.set_defaults(fn=_cmd_fetch)
 
 # %% ../nbs/06_cli.ipynb #063e3eea
+def _params(a) -> dict:
+    "The `-p NAME VALUE` pairs of `xdt run` and `xdt study`, each value parsed."
+    return {k: parse_value(v) for k, v in (a.param or [])}
+
 def _cmd_run(a):
-    params = {k: parse_value(v) for k, v in (a.param or [])}
+    params = _params(a)
     command = shlex.join(['xdt'] + sys.argv[1:]) if a.record_command else None
     run_notebook(a.notebook, params, a.out_dir, a.timeout, command=command)
 
@@ -169,7 +173,7 @@ def study_notebook(name:str) -> Path:
 
 # %% ../nbs/06_cli.ipynb #e1ac362d
 def _cmd_study(a):
-    params = {k: parse_value(v) for k, v in (a.param or [])}
+    params = _params(a)
     runner = study_notebook(a.name)
     if taken := sorted({'phase', 'store_path', 'out_dir'} & set(params)):
         raise ValueError(f"xdt study sets {taken} itself: "

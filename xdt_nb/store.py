@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/store.html.md"""
 
 # %% ../nbs/08_store.ipynb #18cde79e
 from __future__ import annotations
-import dataclasses, functools, hashlib, json, math, os, platform, subprocess, time
+import dataclasses, functools, hashlib, json, math, platform, subprocess, time
 from pathlib import Path
 import pandas as pd
 from fastcore.basics import patch
@@ -16,7 +16,8 @@ from .core import get_settings
 from .data import load_domain
 from .evaluate import append_record, read_jsonl
 from .train import TrainConfig, resolve_lr
-from .transfer import METHODS, few_shot, run_experiment, source_domains, source_rows, target_test
+from .cli import machine_info
+from .transfer import METHODS, _build_task, run_experiment, source_domains, target_test
 
 # %% auto #0
 __all__ = ['SCHEMA', 'LEXICONS', 'SPEC_FIELDS', 'data_version', 'record_spec', 'spec_key', 'git_state', 'machine_name',
@@ -80,10 +81,9 @@ def git_state(root:Path|str|None=None) -> dict:
 
 # %% ../nbs/08_store.ipynb #3238a39a
 def machine_name() -> str:
-    "Host, cores and GPU, in a few words."
-    import torch
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
-    return f'{platform.node()} · {os.cpu_count()} CPU cores · {gpu}'
+    "Host, cores and GPU, in a few words (`machine_info`'s, shortened)."
+    m = machine_info()
+    return f"{platform.node()} · {m['cpu_cores']} CPU cores · {m['gpu'] or 'no GPU'}"
 
 def provenance(run_id:str) -> dict:
     "The fields every stored record carries besides its spec and metrics."
@@ -101,8 +101,12 @@ class Store:
         return read_jsonl(self.path) if self.path.exists() else []
 
     def latest(self) -> dict[str, dict]:
-        "One record per key, the last written."
-        return {r['key']: r for r in self.records()}
+        "One record per key, the last written; read again only when the file changed (a study asks per run)."
+        stat = self.path.stat() if self.path.exists() else None
+        seen = stat and (stat.st_mtime_ns, stat.st_size)
+        if seen != getattr(self, '_seen', None) or not seen:
+            self._latest, self._seen = {r['key']: r for r in self.records()}, seen
+        return self._latest
 
 # %% ../nbs/08_store.ipynb #a518092e
 @patch
@@ -120,12 +124,15 @@ def _spec_request(request:dict) -> dict:
     "The fields a request shares across its tested targets."
     seed, model, source = request.get('seed', 0), request.get('model_name'), request.get('source')
     cfg = resolve_lr(dataclasses.replace(request.get('cfg') or TrainConfig(), seed=seed), model)
-    labelled = few_shot(load_domain(request['target'], 'train'), request.get('n_target_labels'), seed)
-    n_source = len(source_rows(source, 'train', request.get('max_source'), seed)) if source else 0
+    # the rows `run_experiment` will hand the method, drawn by its own `_build_task`: the plan cannot drift from it
+    task = _build_task(request['target'], source, request.get('n_target_labels'), seed, cfg, model, None,
+                       request.get('max_source'), request.get('max_dev'), request.get('dev_labels'),
+                       request.get('max_unlabelled'), resume=False, models=None)
     return dict(method=request.get('method', 'target_only'),
                 source='+'.join(source_domains(source)) if source else None,
-                n_target_labels=len(labelled), seed=seed, model=model or get_settings().model, config=cfg,
-                n_source=n_source, dev_labels=request.get('dev_labels'), max_dev=request.get('max_dev'),
+                n_target_labels=len(task.target_train), seed=seed, model=model or get_settings().model,
+                config=cfg, n_source=len(task.source_train) if source else 0,
+                dev_labels=request.get('dev_labels'), max_dev=request.get('max_dev'),
                 max_unlabelled=request.get('max_unlabelled'))
 
 # %% ../nbs/08_store.ipynb #a40cea55
