@@ -12,7 +12,8 @@ ifneq ($(wildcard ../shared/data/FinancialPhraseBank-v1.0),)
 export XDT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install data test test-notebooks test-claims test-regression demo bench mutate semantic-mutants sync-check clean
+.PHONY: install data test test-notebooks test-claims test-regression demo bench mutate semantic-mutants sync-check \
+        colab clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +77,12 @@ sync-check: install
 	$(BIN)/nbdev-clean
 	git status --porcelain
 	test -z "$$(git status --porcelain)"
+
+# an "Open in Colab" badge and one install cell after every notebook's title, from pyproject's Repository URL;
+# run it after adding a notebook or changing the URL (tests/test_packaging.py fails until then)
+colab: install
+	$(BIN)/python tools/colab_cells.py
+	$(BIN)/nbdev-clean
 
 clean:
 	rm -rf outputs _docs _proc
