@@ -13,7 +13,7 @@ export XDT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
 .PHONY: install data test test-notebooks test-claims test-regression demo bench mutate semantic-mutants sync-check \
-        colab clean
+        colab wheel-check clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,5 +84,9 @@ colab: install
 	$(BIN)/python tools/colab_cells.py
 	$(BIN)/nbdev-clean
 
+# sdist + wheel (python -m build, twine check), the wheel in a fresh venv, 07_demo run from outside the repo
+wheel-check: install
+	tools/wheel_check.sh $(BIN)/python
+
 clean:
-	rm -rf outputs _docs _proc
+	rm -rf outputs _docs _proc dist build

@@ -1,4 +1,4 @@
-"The package as a user gets it: Colab badge and install cell in every notebook, and a wheel that holds the package."
+"The package as a user gets it: Colab badge and install cell in every notebook; a wheel holding the package."
 import importlib.util, json, os, subprocess, sys, zipfile
 from pathlib import Path
 import pytest
@@ -21,8 +21,9 @@ def test_badge_and_install_cell_follow_the_url_in_pyproject():
     assert colab_cells.stale_notebooks(url=OTHER_URL) == notebooks
     nb = json.loads((ROOT/'nbs/07_demo.ipynb').read_text())
     badge, install = (''.join(c['source']) for c in nb['cells'][1:3])
-    assert f"{url.replace('github.com', 'colab.research.google.com/github')}/blob/main/nbs/07_demo.ipynb" in badge
-    assert f"'xdt_nb @ git+{url}'" in install
+    colab = url.replace('github.com', 'colab.research.google.com/github')
+    assert f'{colab}/blob/main/nbs/07_demo.ipynb' in badge
+    assert f"repository, colab_clone = '{url}'" in install
 
 
 def test_repository_url_must_be_github(tmp_path):
@@ -32,7 +33,7 @@ def test_repository_url_must_be_github(tmp_path):
 
 
 def test_the_tool_adds_cells_once_after_the_title(tmp_path):
-    title = dict(cell_type='markdown', id='t', metadata={}, source=['# A later notebook\n', '\n', '> one line'])
+    title = dict(cell_type='markdown', id='t', metadata={}, source=['# A later notebook\n', '> one line'])
     body = dict(cell_type='code', id='b', metadata={}, source=['1 + 1'], execution_count=None, outputs=[])
     nb = dict(cells=[title, body], metadata={}, nbformat=4, nbformat_minor=5)
     (tmp_path/'20_new.ipynb').write_text(json.dumps(nb))
@@ -52,31 +53,37 @@ def test_a_notebook_without_a_title_cell_is_refused(tmp_path):
         colab_cells.stale_notebooks(tmp_path, OTHER_URL)
 
 
-def _run_install_cell(monkeypatch, installed:bool, on_colab:bool) -> list:
-    "Execute the install cell with `xdt_nb` importable or not, on Colab or not; the pip commands it ran."
-    pip_calls = []
+def _run_install_cell(monkeypatch, installed:bool, on_colab:bool) -> tuple[list, list]:
+    "Run the install cell, `xdt_nb` importable or not, on Colab or not: commands it ran, folders it entered."
+    commands, folders = [], []
     monkeypatch.delenv('XDT_OFFLINE', raising=False)
-    monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: pip_calls.append(cmd))
+    monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: commands.append(cmd))
+    monkeypatch.setattr(os, 'chdir', folders.append)
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: find_spec(name, *a) if installed else None)
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda *args: find_spec(*args) if installed else None)
     if on_colab: monkeypatch.setitem(sys.modules, 'google.colab', object())
     exec(colab_cells.install_source(OTHER_URL), {})
-    return pip_calls
+    return commands, folders
 
 
 def test_install_cell_does_nothing_where_the_package_is_installed(monkeypatch):
-    assert _run_install_cell(monkeypatch, installed=True, on_colab=False) == []
+    assert _run_install_cell(monkeypatch, installed=True, on_colab=False) == ([], [])
     assert 'XDT_OFFLINE' not in os.environ
 
 
-def test_install_cell_installs_from_the_repository_and_goes_online_without_the_package(monkeypatch):
-    [pip] = _run_install_cell(monkeypatch, installed=False, on_colab=True)
-    assert pip[-1] == f'xdt_nb @ git+{OTHER_URL}' and pip[1:3] == ['-m', 'pip']
+def test_install_cell_without_the_package_installs_it_from_the_repository_and_goes_online(monkeypatch):
+    [pip], folders = _run_install_cell(monkeypatch, installed=False, on_colab=False)
+    assert pip[1:3] == ['-m', 'pip'] and pip[-1] == f'xdt_nb @ git+{OTHER_URL}'
+    assert folders == []
     assert os.environ['XDT_OFFLINE'] == '0'
 
 
-def test_install_cell_goes_online_on_colab_where_the_package_is_installed(monkeypatch):
-    assert _run_install_cell(monkeypatch, installed=True, on_colab=True) == []
+def test_install_cell_on_colab_works_in_a_clone_of_the_repository(monkeypatch):
+    # Colab has only the notebook: the clone gives it settings.ini and the committed results, as locally
+    [clone, pip], folders = _run_install_cell(monkeypatch, installed=False, on_colab=True)
+    assert clone[:2] == ['git', 'clone'] and OTHER_URL in clone
+    assert folders == [f'{clone[-1]}/nbs']
+    assert pip[-1] == f'xdt_nb @ git+{OTHER_URL}'
     assert os.environ['XDT_OFFLINE'] == '0'
 
 

