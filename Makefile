@@ -12,7 +12,8 @@ ifneq ($(wildcard ../shared/data/FinancialPhraseBank-v1.0),)
 export XDT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install data test test-notebooks test-claims test-regression demo bench mutate semantic-mutants sync-check clean
+.PHONY: install data test test-notebooks test-claims test-regression demo bench mutate semantic-mutants sync-check \
+        colab wheel-check clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,5 +78,15 @@ sync-check: install
 	git status --porcelain
 	test -z "$$(git status --porcelain)"
 
+# an "Open in Colab" badge and one install cell after every notebook's title, from pyproject's Repository URL;
+# run it after adding a notebook or changing the URL (tests/test_packaging.py fails until then)
+colab: install
+	$(BIN)/python tools/colab_cells.py
+	$(BIN)/nbdev-clean
+
+# sdist + wheel (python -m build, twine check), the wheel in a fresh venv, 07_demo run from outside the repo
+wheel-check: install
+	tools/wheel_check.sh $(BIN)/python
+
 clean:
-	rm -rf outputs _docs _proc
+	rm -rf outputs _docs _proc dist build
