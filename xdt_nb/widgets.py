@@ -6,19 +6,21 @@ Docs: https://xdt-nb.github.io/xdt_nb/explorer.html.md"""
 
 # %% ../nbs/17_explorer.ipynb #ab9d12de
 from __future__ import annotations
+import io
 from pathlib import Path
 import ipywidgets as W
 import numpy as np
 import pandas as pd
 from fastcore.basics import patch
-from IPython.display import display
+from IPython.display import Image, display
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from .evaluate import mean_std, predict_proba, summarise
 from .store import spec_column
 from .transfer import load_model
 
 # %% auto #0
-__all__ = ['CONTROLS', 'explorer_rows', 'matching', 'method_table', 'plot_curves', 'drawn', 'TransferExplorer',
+__all__ = ['CONTROLS', 'explorer_rows', 'matching', 'method_table', 'plot_curves', 'drawn', 'as_image', 'TransferExplorer',
            'class_probabilities', 'plot_probabilities', 'PredictionPlayground']
 
 # %% ../nbs/17_explorer.ipynb #1d09d0f0
@@ -51,11 +53,12 @@ def plot_curves(rows:pd.DataFrame, method:str, n_labels:int, metric:str='weighte
     budgets = sorted(s.n_target_labels.unique().tolist())
     fig = Figure(figsize=(7.5, 3.8))
     ax = fig.subplots()
-    for name, g in s.groupby('method'):
+    colours = colormaps['tab20']  # a study has more methods than the default cycle's 10 colours
+    for i, (name, g) in enumerate(s.groupby('method')):
         picked = name == method
         ax.errorbar(g.n_target_labels.map(budgets.index), g[f'{metric}_mean'],
                     yerr=g[f'{metric}_std'].fillna(0), marker='o', capsize=3, label=name,
-                    lw=2.5 if picked else 1, alpha=1 if picked else .4)
+                    color=colours(i % 20), lw=2.5 if picked else 1, alpha=1 if picked else .4)
     ax.axvline(budgets.index(n_labels), ls=':', c='k', lw=1)
     ax.set_xticks(range(len(budgets)), budgets)
     ax.set(xlabel='target labels', ylabel=f"{metric.replace('_', ' ')} (mean ± std over seeds)", title=title)
@@ -69,7 +72,14 @@ def drawn(fig:Figure) -> dict:
     return {c.get_label(): (c.lines[0].get_xdata().tolist(), c.lines[0].get_ydata().tolist())
             for c in fig.axes[0].containers}
 
-# %% ../nbs/17_explorer.ipynb #7f79cbdc
+# %% ../nbs/17_explorer.ipynb #25ed5ab0
+def as_image(fig:Figure) -> Image:
+    "`fig` as a PNG image, shown alike under any matplotlib backend."
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=100, bbox_inches='tight')
+    return Image(png.getvalue())
+
+# %% ../nbs/17_explorer.ipynb #a2219e17
 CONTROLS = {'encoder': 'model', 'source': 'source', 'target': 'target', 'method': 'method',
             'labels': 'n_target_labels'}  # control → the record field it picks, in the order they narrow
 
@@ -88,7 +98,7 @@ class TransferExplorer:
         for name in CONTROLS: getattr(self, name).observe(self.update, names='value')
         self.update()
 
-# %% ../nbs/17_explorer.ipynb #19740a43
+# %% ../nbs/17_explorer.ipynb #f434a807
 @patch
 def _narrow(self:TransferExplorer) -> dict:
     "Offer each control the values of the records the controls above it match; field → the value picked."
@@ -103,7 +113,7 @@ def _narrow(self:TransferExplorer) -> dict:
         control.value = picks[field] = value
     return picks
 
-# %% ../nbs/17_explorer.ipynb #879139cb
+# %% ../nbs/17_explorer.ipynb #af88cde7
 @patch
 def update(self:TransferExplorer, change=None):
     "Narrow the options to the records, then redraw the table and the plot of what is picked."
@@ -116,11 +126,11 @@ def update(self:TransferExplorer, change=None):
     self.shown = method_table(pair[pair.n_target_labels == n], method)
     title = f"{picks['source']} → {picks['target']}, {picks['model']}"
     self.figure = plot_curves(pair, method, n, self.metric, title)
-    for out, view in ((self.table, self.shown), (self.plot, self.figure)):
+    for out, view in ((self.table, self.shown), (self.plot, as_image(self.figure))):
         out.clear_output(wait=True)
         with out: display(view)
 
-# %% ../nbs/17_explorer.ipynb #3a875122
+# %% ../nbs/17_explorer.ipynb #3deecd97
 @patch
 def _ipython_display_(self:TransferExplorer):
     "The controls, then the table and the plot."
@@ -137,14 +147,14 @@ def save(self:TransferExplorer, folder:Path|str) -> Path:
     self.figure.savefig(folder/'explorer.png', dpi=120)
     return folder
 
-# %% ../nbs/17_explorer.ipynb #4a19243f
+# %% ../nbs/17_explorer.ipynb #21bb9d64
 def class_probabilities(models:dict, # name → `load_model`'s (model, tokenizer, labels)
                         text:str) -> pd.DataFrame:
     "Class × model: each model's probability of each of its classes for `text`."
     return pd.DataFrame({name: pd.Series(predict_proba(model, tok, [text])[0], index=labels)
                          for name, (model, tok, labels) in models.items()})
 
-# %% ../nbs/17_explorer.ipynb #82635a01
+# %% ../nbs/17_explorer.ipynb #39c90714
 def plot_probabilities(proba:pd.DataFrame, title:str='') -> Figure:
     "Grouped bars: per class (row of `proba`), one bar per model (column) at its probability."
     fig = Figure(figsize=(1.5 * len(proba) + 3, 3.2))
@@ -160,7 +170,7 @@ def plot_probabilities(proba:pd.DataFrame, title:str='') -> Figure:
     fig.tight_layout()
     return fig
 
-# %% ../nbs/17_explorer.ipynb #062b5ac8
+# %% ../nbs/17_explorer.ipynb #cc26a2d2
 class PredictionPlayground:
     "A text box; each model's class probabilities for its sentence, side by side as bars."
     def __init__(self, model_dirs:dict,   # name → a folder of `save_model` (`xdt train`, a notebook run)
@@ -175,7 +185,7 @@ class PredictionPlayground:
         self.text.observe(self.update, names='value')
         self.update()
 
-# %% ../nbs/17_explorer.ipynb #5913c36f
+# %% ../nbs/17_explorer.ipynb #b449ee6d
 @patch
 def update(self:PredictionPlayground, change=None):
     "Each model's probabilities for the sentence in the box, drawn as bars; none for an empty box."
@@ -183,7 +193,7 @@ def update(self:PredictionPlayground, change=None):
     self.probabilities = class_probabilities(self.models, sentence) if sentence else None
     self.plot.clear_output(wait=True)
     with self.plot:
-        if sentence: display(plot_probabilities(self.probabilities, sentence))
+        if sentence: display(as_image(plot_probabilities(self.probabilities, sentence)))
         else: print('Type a sentence and press Enter.')
 
 @patch
