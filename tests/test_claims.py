@@ -1048,6 +1048,7 @@ def test_explorer_table_and_plot_follow_its_controls():
     assert ex.shown.loc['sequential', 'weighted F1'] == f'{np.mean(seq):.3f} ± {np.std(seq, ddof=1):.3f}'
     assert ex.shown.loc['target_only', 'weighted F1'] == '0.350 ± 0.000'   # the baseline joins every source's pair
     assert ex.shown.loc['sequential', 'picked'] == '◀' and ex.shown.loc['target_only', 'picked'] == ''
+    assert ex.table.value == ex.shown.to_html() and f'{np.mean(seq):.3f}' in ex.table.value   # what the widget shows
     x, y = WG.drawn(ex.figure)['sequential']
     assert x == [0, 1] and np.allclose(y, [.421, .469])
     ex.labels.value = 64
@@ -1075,5 +1076,6 @@ def test_playground_probabilities_follow_the_text(small_model, tok, tmp_path):
         assert np.allclose(pg.probabilities[name], E.predict_proba(m, t, [pg.text.value])[0], atol=1e-6)
     assert not np.allclose(pg.probabilities.values, first.values)
     assert not np.allclose(pg.probabilities.general, pg.probabilities.finance)
+    assert pg.plot.value[:4] == b'\x89PNG'
     pg.text.value = ''
-    assert pg.probabilities is None
+    assert pg.probabilities is None and pg.plot.value == b''

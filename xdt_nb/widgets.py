@@ -6,13 +6,13 @@ Docs: https://xdt-nb.github.io/xdt_nb/explorer.html.md"""
 
 # %% ../nbs/17_explorer.ipynb #ab9d12de
 from __future__ import annotations
-import io
+import io, warnings
 from pathlib import Path
 import ipywidgets as W
 import numpy as np
 import pandas as pd
 from fastcore.basics import patch
-from IPython.display import Image, display
+from IPython.display import display
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from .evaluate import mean_std, predict_proba, summarise
@@ -20,8 +20,8 @@ from .store import spec_column
 from .transfer import load_model
 
 # %% auto #0
-__all__ = ['CONTROLS', 'explorer_rows', 'matching', 'method_table', 'plot_curves', 'drawn', 'as_image', 'TransferExplorer',
-           'class_probabilities', 'plot_probabilities', 'PredictionPlayground']
+__all__ = ['EXPERIMENT', 'CONTROLS', 'explorer_rows', 'matching', 'mixed_settings', 'method_table', 'plot_curves', 'drawn', 'png',
+           'TransferExplorer', 'class_probabilities', 'plot_probabilities', 'PredictionPlayground']
 
 # %% ../nbs/17_explorer.ipynb #1d09d0f0
 def explorer_rows(frame:pd.DataFrame) -> pd.DataFrame:
@@ -35,7 +35,14 @@ def matching(rows:pd.DataFrame, **picks) -> pd.DataFrame:
     for field, value in picks.items(): keep &= (rows[field] == value) | rows[field].isna()
     return rows[keep]
 
-# %% ../nbs/17_explorer.ipynb #25dc6a2a
+# %% ../nbs/17_explorer.ipynb #b4083bdf
+EXPERIMENT = ['model', 'method', 'source', 'target', 'n_target_labels', 'seed']
+
+def mixed_settings(rows:pd.DataFrame) -> int:
+    "How many experiments of `explorer_rows` output appear in more than one setting."
+    return int(rows.groupby(EXPERIMENT, dropna=False).size().gt(1).sum())
+
+# %% ../nbs/17_explorer.ipynb #e784b819
 def method_table(rows:pd.DataFrame, method:str) -> pd.DataFrame:
     "Per method: weighted and macro F1, mean ± std over seeds, best first; `method`'s row marked ◀."
     s = summarise(rows, by=('method',), metrics=('weighted_f1', 'macro_f1'))
@@ -44,7 +51,7 @@ def method_table(rows:pd.DataFrame, method:str) -> pd.DataFrame:
                'seeds': s.weighted_f1_count.values, 'picked': np.where(s.method == method, '◀', '')}
     return pd.DataFrame(columns, index=pd.Index(s.method, name='method'))
 
-# %% ../nbs/17_explorer.ipynb #fc7f6a6e
+# %% ../nbs/17_explorer.ipynb #17ce3ead
 def plot_curves(rows:pd.DataFrame, method:str, n_labels:int, metric:str='weighted_f1',
                 title:str='') -> Figure:
     "`metric` against target labels per method (mean ± std over seeds); `method` bold, `n_labels` dotted."
@@ -66,20 +73,20 @@ def plot_curves(rows:pd.DataFrame, method:str, n_labels:int, metric:str='weighte
     fig.tight_layout()
     return fig
 
-# %% ../nbs/17_explorer.ipynb #407f8444
+# %% ../nbs/17_explorer.ipynb #00613223
 def drawn(fig:Figure) -> dict:
     "Label → (x, y) of every line with error bars in `fig`'s first axes."
     return {c.get_label(): (c.lines[0].get_xdata().tolist(), c.lines[0].get_ydata().tolist())
             for c in fig.axes[0].containers}
 
-# %% ../nbs/17_explorer.ipynb #25ed5ab0
-def as_image(fig:Figure) -> Image:
-    "`fig` as a PNG image, shown alike under any matplotlib backend."
-    png = io.BytesIO()
-    fig.savefig(png, format='png', dpi=100, bbox_inches='tight')
-    return Image(png.getvalue())
+# %% ../nbs/17_explorer.ipynb #fddbd552
+def png(fig:Figure) -> bytes:
+    "`fig` as PNG bytes, for an `Image` widget or `IPython.display.Image`."
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
+    return buffer.getvalue()
 
-# %% ../nbs/17_explorer.ipynb #a2219e17
+# %% ../nbs/17_explorer.ipynb #dad0abe3
 CONTROLS = {'encoder': 'model', 'source': 'source', 'target': 'target', 'method': 'method',
             'labels': 'n_target_labels'}  # control → the record field it picks, in the order they narrow
 
@@ -91,14 +98,17 @@ class TransferExplorer:
             raise ValueError("No records to explore. Fix: pass a study store's frame, "
                              "e.g. Store('results/11_cross_domain/records.jsonl').frame().")
         self.rows, self.metric, self._narrowing = explorer_rows(frame), metric, False
+        if n := mixed_settings(self.rows):
+            warnings.warn(f"{n} experiments appear in more than one setting: their scores would be averaged "
+                          "together. Fix: pass the rows of one setting (`in_setting`, 08_store).")
         self.encoder, self.source, self.target, self.method = (W.Dropdown(description=d) for d in
                                                                ('encoder', 'source', 'target', 'method'))
         self.labels = W.SelectionSlider(options=[0], description='labels')
-        self.table, self.plot = W.Output(), W.Output()
+        self.table, self.plot = W.HTML(), W.Image(format='png')
         for name in CONTROLS: getattr(self, name).observe(self.update, names='value')
         self.update()
 
-# %% ../nbs/17_explorer.ipynb #f434a807
+# %% ../nbs/17_explorer.ipynb #4eb936db
 @patch
 def _narrow(self:TransferExplorer) -> dict:
     "Offer each control the values of the records the controls above it match; field → the value picked."
@@ -113,7 +123,7 @@ def _narrow(self:TransferExplorer) -> dict:
         control.value = picks[field] = value
     return picks
 
-# %% ../nbs/17_explorer.ipynb #af88cde7
+# %% ../nbs/17_explorer.ipynb #071a69cb
 @patch
 def update(self:TransferExplorer, change=None):
     "Narrow the options to the records, then redraw the table and the plot of what is picked."
@@ -126,11 +136,9 @@ def update(self:TransferExplorer, change=None):
     self.shown = method_table(pair[pair.n_target_labels == n], method)
     title = f"{picks['source']} → {picks['target']}, {picks['model']}"
     self.figure = plot_curves(pair, method, n, self.metric, title)
-    for out, view in ((self.table, self.shown), (self.plot, as_image(self.figure))):
-        out.clear_output(wait=True)
-        with out: display(view)
+    self.table.value, self.plot.value = self.shown.to_html(), png(self.figure)
 
-# %% ../nbs/17_explorer.ipynb #3deecd97
+# %% ../nbs/17_explorer.ipynb #a4efb001
 @patch
 def _ipython_display_(self:TransferExplorer):
     "The controls, then the table and the plot."
@@ -147,14 +155,14 @@ def save(self:TransferExplorer, folder:Path|str) -> Path:
     self.figure.savefig(folder/'explorer.png', dpi=120)
     return folder
 
-# %% ../nbs/17_explorer.ipynb #21bb9d64
+# %% ../nbs/17_explorer.ipynb #d0ef19c2
 def class_probabilities(models:dict, # name → `load_model`'s (model, tokenizer, labels)
                         text:str) -> pd.DataFrame:
     "Class × model: each model's probability of each of its classes for `text`."
     return pd.DataFrame({name: pd.Series(predict_proba(model, tok, [text])[0], index=labels)
                          for name, (model, tok, labels) in models.items()})
 
-# %% ../nbs/17_explorer.ipynb #39c90714
+# %% ../nbs/17_explorer.ipynb #a4e0bf11
 def plot_probabilities(proba:pd.DataFrame, title:str='') -> Figure:
     "Grouped bars: per class (row of `proba`), one bar per model (column) at its probability."
     fig = Figure(figsize=(1.5 * len(proba) + 3, 3.2))
@@ -170,7 +178,7 @@ def plot_probabilities(proba:pd.DataFrame, title:str='') -> Figure:
     fig.tight_layout()
     return fig
 
-# %% ../nbs/17_explorer.ipynb #cc26a2d2
+# %% ../nbs/17_explorer.ipynb #48f5dd8a
 class PredictionPlayground:
     "A text box; each model's class probabilities for its sentence, side by side as bars."
     def __init__(self, model_dirs:dict,   # name → a folder of `save_model` (`xdt train`, a notebook run)
@@ -180,21 +188,18 @@ class PredictionPlayground:
                              "folders written by save_model or `xdt train --out-dir DIR` (DIR/model).")
         self.models = {name: load_model(path) for name, path in model_dirs.items()}
         self.text = W.Text(value=text, description='sentence', continuous_update=False,
-                           layout=W.Layout(width='90%'))
-        self.plot = W.Output()
+                           placeholder='Type a sentence and press Enter.', layout=W.Layout(width='90%'))
+        self.plot = W.Image(format='png')
         self.text.observe(self.update, names='value')
         self.update()
 
-# %% ../nbs/17_explorer.ipynb #b449ee6d
+# %% ../nbs/17_explorer.ipynb #ed4a1846
 @patch
 def update(self:PredictionPlayground, change=None):
     "Each model's probabilities for the sentence in the box, drawn as bars; none for an empty box."
     sentence = self.text.value.strip()
     self.probabilities = class_probabilities(self.models, sentence) if sentence else None
-    self.plot.clear_output(wait=True)
-    with self.plot:
-        if sentence: display(as_image(plot_probabilities(self.probabilities, sentence)))
-        else: print('Type a sentence and press Enter.')
+    self.plot.value = png(plot_probabilities(self.probabilities, sentence)) if sentence else b''
 
 @patch
 def _ipython_display_(self:PredictionPlayground):
