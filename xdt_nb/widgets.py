@@ -65,7 +65,8 @@ def plot_curves(rows:pd.DataFrame, method:str, n_labels:int, metric:str='weighte
         picked = name == method
         ax.errorbar(g.n_target_labels.map(budgets.index), g[f'{metric}_mean'],
                     yerr=g[f'{metric}_std'].fillna(0), marker='o', capsize=3, label=name,
-                    color=colours(i % 20), lw=2.5 if picked else 1, alpha=1 if picked else .4)
+                    color='k' if picked else colours(i % 20), lw=2.5 if picked else 1,
+                    alpha=1 if picked else .5, zorder=3 if picked else 2)
     ax.axvline(budgets.index(n_labels), ls=':', c='k', lw=1)
     ax.set_xticks(range(len(budgets)), budgets)
     ax.set(xlabel='target labels', ylabel=f"{metric.replace('_', ' ')} (mean ± std over seeds)", title=title)
