@@ -1017,3 +1017,65 @@ def test_store_plans_the_keys_each_method_writes(method, monkeypatch, small_mode
     again = ST.run_once(store, 'again', **ask)      # would raise Ran if it trained
     assert [r['key'] for r in again] == [r['key'] for r in first] and len(store.records()) == len(first)
     with pytest.raises(Ran): ST.run_once(store, 'other seed', **ask | dict(seed=2))  # another experiment: it runs
+
+# --- Widgets: a control drives what the explorer and the playground show ------------------------------------------
+
+def _study_frame():
+    "Store-like rows: tweets → amazon and nyt at 16 and 64 labels (two seeds), movie → amazon, and target_only,"
+    "a baseline whose record names its target as source while its spec reads none."
+    rows = []
+    for target, base in (('amazon', .6), ('nyt', .4)):
+        for seed in (0, 1):
+            for n in (16, 64):
+                rows.append(dict(model='enc', method='sequential', source='tweets', target=target, n_target_labels=n,
+                                 seed=seed, weighted_f1=base + n / 1000 + seed / 100, macro_f1=base - .1))
+            rows.append(dict(model='enc', method='target_only', source=target, target=target, n_target_labels=16,
+                             seed=seed, weighted_f1=base - .05, macro_f1=base - .2))
+    rows.append(dict(model='enc', method='sequential', source='movie', target='amazon', n_target_labels=16, seed=0,
+                     weighted_f1=.5, macro_f1=.4))
+    frame = pd.DataFrame(rows)
+    return frame.assign(spec=[dict(source=None if m == 'target_only' else s) for m, s in zip(frame.method, frame.source)])
+
+def test_explorer_table_and_plot_follow_its_controls():
+    "Setting a control's value, as a browser does, redraws the table and the plot from that choice's records."
+    from xdt_nb import widgets as WG
+    ex = WG.TransferExplorer(_study_frame())
+    assert ex.source.options == ('movie', 'tweets') and ex.target.options == ('amazon',)  # movie ran amazon only
+    ex.source.value = 'tweets'
+    assert ex.target.options == ('amazon', 'nyt') and ex.target.value == 'amazon'
+    ex.target.value = 'nyt'
+    seq = [.4 + .016, .4 + .016 + .01]
+    assert ex.shown.loc['sequential', 'weighted F1'] == f'{np.mean(seq):.3f} ± {np.std(seq, ddof=1):.3f}'
+    assert ex.shown.loc['target_only', 'weighted F1'] == '0.350 ± 0.000'   # the baseline joins every source's pair
+    assert ex.shown.loc['sequential', 'picked'] == '◀' and ex.shown.loc['target_only', 'picked'] == ''
+    assert ex.table.value == ex.shown.to_html() and f'{np.mean(seq):.3f}' in ex.table.value   # what the widget shows
+    x, y = WG.drawn(ex.figure)['sequential']
+    assert x == [0, 1] and np.allclose(y, [.421, .469])
+    ex.labels.value = 64
+    assert ex.shown.index.tolist() == ['sequential']               # target_only ran 16 labels only
+    dotted = [line.get_xdata()[0] for line in ex.figure.axes[0].lines if line.get_linestyle() == ':']
+    assert dotted == [1]                                           # the picked budget, marked
+    ex.method.value = 'target_only'
+    assert ex.labels.options == (16,) and ex.labels.value == 16    # a budget it did not run is not offered
+    assert ex.shown.loc['target_only', 'picked'] == '◀'
+
+def test_playground_probabilities_follow_the_text(small_model, tok, tmp_path):
+    "Committing a sentence in the box gives each saved model's probabilities for that sentence."
+    from xdt_nb import widgets as WG
+    folders = {}
+    for name, seed in (('general', 0), ('finance', 1)):
+        m = copy.deepcopy(small_model)
+        torch.manual_seed(seed)
+        m.classifier.reset_parameters()   # two models that read a sentence differently
+        folders[name] = X.save_model(m, tok, tmp_path/name)
+    pg = WG.PredictionPlayground(folders, text='Great phone, the battery lasts two days.')
+    first = pg.probabilities
+    pg.text.value = 'Profits collapsed and the bank cut 2,000 jobs.'
+    for name, (m, t, labels) in {n: X.load_model(f) for n, f in folders.items()}.items():
+        assert pg.probabilities.index.tolist() == labels
+        assert np.allclose(pg.probabilities[name], E.predict_proba(m, t, [pg.text.value])[0], atol=1e-6)
+    assert not np.allclose(pg.probabilities.values, first.values)
+    assert not np.allclose(pg.probabilities.general, pg.probabilities.finance)
+    assert pg.plot.value[:4] == b'\x89PNG'
+    pg.text.value = ''
+    assert pg.probabilities is None and pg.plot.value == b''
