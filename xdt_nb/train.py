@@ -401,10 +401,15 @@ def optimiser_step(run:TrainingRun, step:int):
     run.opt.zero_grad()
 
 # %% ../nbs/03_train.ipynb #15a92afb
+def _bucket_sampler(loader):
+    "The length-bucket batch sampler of `loader`, inside Accelerate's per-process shard when there is one."
+    return getattr(loader.batch_sampler, 'batch_sampler', loader.batch_sampler)
+
 def _cycle(loader, epoch:int):
     "Endless batches of `loader`, a fresh (deterministic) order on each pass."
     for k in range(10**9):
         loader.set_epoch(epoch * 1000 + k)
+        _bucket_sampler(loader).set_epoch(epoch * 1000 + k)
         yield from loader
 
 # %% ../nbs/03_train.ipynb #50c89675
