@@ -289,6 +289,43 @@ def test_gradients_are_clipped_to_max_grad_norm(monkeypatch, model, tok, target,
     T.fit(model, tok, LABELS, target, dev, cfg=cfg(epochs=2, max_grad_norm=0.5))
     assert seen == [(len(list(model.parameters())), 0.5)] * 2
 
+class StepGrads:
+    "Records the gradients each optimiser step sees, once all of its batches are back-propagated."
+    def __init__(self, monkeypatch):
+        self.steps = []
+        step = T.optimiser_step
+        def spy(run, step_no):
+            named = run.acc.unwrap_model(run.model).named_parameters()
+            self.steps.append({n: q.grad.detach().clone() for n, q in named if q.grad is not None})
+            return step(run, step_no)
+        monkeypatch.setattr(T, 'optimiser_step', spy)
+
+def test_two_accumulated_batches_of_8_are_one_batch_of_16(monkeypatch, tok, small_model, dev):
+    "accumulation_steps=2 with batches of 8: one optimiser step, with the gradient of the mean loss over all 16 rows."
+    rows, spy = _sample('tweets', 'train', 16), StepGrads(monkeypatch)
+    T.fit(copy.deepcopy(small_model), tok, LABELS, rows, dev, cfg=cfg(batch_size=16))
+    T.fit(copy.deepcopy(small_model), tok, LABELS, rows, dev, cfg=cfg(batch_size=8, accumulation_steps=2))
+    assert len(spy.steps) == 2   # one step each
+    whole, accumulated = spy.steps
+    assert whole.keys() == accumulated.keys()
+    # the same sums in another order and padding: float32 rounding apart
+    for n in whole: torch.testing.assert_close(accumulated[n], whole[n], rtol=1e-4, atol=1e-6)
+
+def test_mixed_precision_runs_the_forward_pass_in_bf16(tok, small_model, target, dev):
+    "mixed_precision='bf16' trains under bf16 autocast, 'no' in float32, one after the other in one process; fit hands the model back in float32."
+    def dtypes(model, precision):
+        seen = set()
+        hook = model.bert.encoder.layer[0].intermediate.dense.register_forward_hook(lambda m, a, out: seen.add(out.dtype))
+        if precision is None: model(**tok(['fine'], return_tensors='pt'))   # a plain forward pass, after fit
+        else: T.fit(model, tok, LABELS, target, dev, cfg=cfg(mixed_precision=precision))
+        hook.remove()
+        return seen
+    model = copy.deepcopy(small_model)
+    assert dtypes(copy.deepcopy(small_model), 'no') == {torch.float32}
+    assert dtypes(model, 'bf16') == {torch.bfloat16}
+    assert dtypes(model, None) == {torch.float32} and model.classifier.weight.dtype == torch.float32
+    assert dtypes(copy.deepcopy(small_model), 'no') == {torch.float32}
+
 def test_resume_equals_an_uninterrupted_run(monkeypatch, tok, small_model, target, source, dev, tmp_path):
     "Stopped after an epoch and resumed from the checkpoint: the very weights of a run never stopped (dropout on: RNG too)."
     scripted_dev(monkeypatch, range(100))   # every evaluation the best: the last weights are returned

@@ -236,7 +236,7 @@ def _cmd_train(a):
     from xdt_nb.train import TrainConfig
     from xdt_nb.transfer import run_experiment, save_model
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, alpha=a.alpha, min_steps=a.min_steps,
-                      mixed_precision=a.mixed_precision)
+                      mixed_precision=a.mixed_precision, accumulation_steps=a.accumulation_steps)
     target = _train_target(a)
     out = Path(a.out_dir
                or get_settings().output_dir/f'train_{a.source or target}_{target}_{a.method}_s{a.seed}')
@@ -245,8 +245,8 @@ def _cmd_train(a):
                        max_source=a.max_source, command=shlex.join(['xdt'] + sys.argv[1:]), resume=a.resume,
                        label_free=a.label_free)
     from accelerate import PartialState
-    if r.model is not None and PartialState().is_main_process:
-        save_model(r.model, r.tokenizer, out/'model', r.record)
+    if not PartialState().is_main_process: return   # under torchrun/accelerate launch one process reports
+    if r.model is not None: save_model(r.model, r.tokenizer, out/'model', r.record)
     print(f"{r.record['source']} → {r.record['target']} {a.method}: macro-F1 {r.record['macro_f1']:.3f}, "
           f"accuracy {r.record['accuracy']:.3f}; outputs in {out}")
 
@@ -263,6 +263,8 @@ def _add_train(sub):
     t.add_argument('--epochs', type=int, default=3)
     t.add_argument('--lr', type=float, default=None, help="default: the encoder's suggested rate")
     t.add_argument('--batch-size', type=int, default=16)
+    t.add_argument('--accumulation-steps', type=int, default=1,
+                   help='batches per optimiser step: a batch that many times larger, in the memory of one')
     t.add_argument('--alpha', type=float, default=0.0)
     t.add_argument('--min-steps', type=int, default=0)
     t.add_argument('--max-source', type=int, default=None)

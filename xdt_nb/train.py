@@ -25,9 +25,10 @@ from .model import TextDataset, make_loader, suggested_lr
 # %% auto #0
 __all__ = ['TrainConfig', 'resolve_lr', 'label_ids', 'class_weights', 'predict_logits', 'macro_f1', 'CheckpointError',
            'save_checkpoint', 'load_checkpoint', 'layer_depths', 'param_groups', 'freeze_untrained', 'FitResult',
-           'training_parts', 'stream_weights', 'StepPlan', 'plan_steps', 'TrainingRun', 'prepare_run', 'loss_coef',
-           'domain_loss', 'step_loss', 'optimiser_step', 'train_epoch', 'score_dev', 'RunProgress', 'evaluate_dev',
-           'run_fingerprint', 'save_run', 'resume_run', 'start_progress', 'fit']
+           'training_parts', 'stream_weights', 'StepPlan', 'plan_steps', 'TrainingRun', 'make_accelerator',
+           'prepare_run', 'loss_coef', 'domain_loss', 'step_loss', 'backward_batches', 'optimiser_step', 'train_epoch',
+           'score_dev', 'RunProgress', 'evaluate_dev', 'run_fingerprint', 'save_run', 'resume_run', 'start_progress',
+           'fit']
 
 # %% ../nbs/03_train.ipynb #712f580b
 @dataclass
@@ -35,6 +36,7 @@ class TrainConfig:
     "Hyper-parameters of one training run."
     epochs: int = 3             # passes over the longer of target/source
     batch_size: int = 16
+    accumulation_steps: int = 1 # batches whose gradients add up to one optimiser step
     lr: float|None = None       # peak learning rate (AdamW); None: the encoder's `suggested_lr`
     weight_decay: float = 0.01
     warmup: float = 0.1         # fraction of steps with rising learning rate
@@ -49,11 +51,12 @@ class TrainConfig:
     min_steps: int = 0          # train at least this many steps (few-shot sets are tiny)
     eval_steps: int = 50        # evaluate at most about this often (in steps), at epoch ends
     max_length: int = 128       # tokens per text
-    mixed_precision: str = 'no' # 'bf16' or 'fp16' on a GPU
+    mixed_precision: str = 'no' # 'bf16' (recent GPUs, CPUs with AVX512-BF16/AMX) or 'fp16' (GPU)
     seed: int = 0
 
     def __post_init__(self):
         checks = dict(epochs=self.epochs >= 1, batch_size=self.batch_size >= 1,
+                      accumulation_steps=self.accumulation_steps >= 1,
                       lr=self.lr is None or self.lr > 0, weight_decay=self.weight_decay >= 0,
                       warmup=0 <= self.warmup < 1, max_grad_norm=self.max_grad_norm > 0,
                       alpha=self.alpha >= 0, alpha_schedule=self.alpha_schedule in SCHEDULES,
@@ -64,7 +67,8 @@ class TrainConfig:
                       mixed_precision=self.mixed_precision in ('no', 'bf16', 'fp16'))
         bad = ', '.join(f'{k}={getattr(self, k)!r}' for k, ok in checks.items() if not ok)
         if bad: raise ValueError(f"Bad TrainConfig value(s): {bad}. Ranges: "
-                                 "epochs, batch_size, patience, eval_steps >= 1; lr, max_grad_norm > 0; "
+                                 "epochs, batch_size, accumulation_steps, patience, eval_steps >= 1; "
+                                 "lr, max_grad_norm > 0; "
                                  "0 <= warmup < 1; alpha, weight_decay, min_steps, unfreeze_epochs >= 0; "
                                  "0 < layer_lr_decay <= 1; 8 <= max_length <= 512; "
                                  f"mixed_precision in no/bf16/fp16; alpha_schedule in {SCHEDULES}.")
@@ -95,6 +99,11 @@ def class_weights(ids, n_classes:int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 # %% ../nbs/03_train.ipynb #f8faa356
+def _gather_rows(accelerator, idx:torch.Tensor, logits:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "All processes' (row indices, logits) of this batch, joined; batch sizes may differ across processes."
+    pairs = accelerator.gather_for_metrics([(idx.cpu(), logits.cpu())], use_gather_object=True)
+    return torch.cat([i for i, _ in pairs]), torch.cat([l for _, l in pairs])
+
 @torch.no_grad()
 def predict_logits(model, loader, accelerator=None) -> np.ndarray:
     "Logits for every example of `loader`'s dataset, in dataset order."
@@ -105,7 +114,7 @@ def predict_logits(model, loader, accelerator=None) -> np.ndarray:
         idx = b.pop('idx')
         b.pop('labels', None)
         logits = model(**b).logits.float()
-        if accelerator is not None: idx, logits = accelerator.gather_for_metrics((idx, logits))
+        if accelerator is not None: idx, logits = _gather_rows(accelerator, idx, logits)
         if out is None: out = np.zeros((n, logits.shape[-1]), dtype=np.float32)
         out[idx.cpu().numpy()] = logits.cpu().numpy()
     return out
@@ -265,7 +274,7 @@ def stream_weights(parts:list[_Part], labels, cfg:TrainConfig) -> list[torch.Ten
 @dataclass
 class StepPlan:
     "How long a run is and when it evaluates, in optimiser steps."
-    steps_per_epoch: int  # one pass over the longest labelled stream
+    steps_per_epoch: int  # one pass over the longest labelled stream, accumulation_steps batches a step
     epochs: int           # `cfg.epochs`, or more to reach `cfg.min_steps`
     eval_every: int       # epochs between evaluations (the last epoch is always evaluated)
     unfreeze_every: int   # steps between layers joining the training (0: all train from the start)
@@ -278,8 +287,9 @@ class StepPlan:
         return (epoch + 1) % self.eval_every == 0 or epoch + 1 >= self.epochs
 
 # %% ../nbs/03_train.ipynb #9804cba7
-def plan_steps(cfg:TrainConfig, steps_per_epoch:int) -> StepPlan:
-    "The `StepPlan` of `cfg` for epochs of `steps_per_epoch` steps."
+def plan_steps(cfg:TrainConfig, batches_per_epoch:int) -> StepPlan:
+    "The `StepPlan` of `cfg` for epochs of `batches_per_epoch` batches (on each process)."
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation_steps)
     unfreeze_every = max(1, round(cfg.unfreeze_epochs * steps_per_epoch)) if cfg.unfreeze_epochs else 0
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     return StepPlan(steps_per_epoch, epochs, max(1, cfg.eval_steps // steps_per_epoch), unfreeze_every)
@@ -303,23 +313,37 @@ class TrainingRun:
     plan: StepPlan
 
 # %% ../nbs/03_train.ipynb #e26ee201
+def make_accelerator(cfg:TrainConfig):
+    "The `Accelerator` of a run: `cfg`'s precision and gradient accumulation, on the GPU when there is one."
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, is_initialized
+    from accelerate.utils import GradientAccumulationPlugin
+    if cfg.mixed_precision == 'fp16' and not torch.cuda.is_available():
+        raise ValueError("mixed_precision='fp16' needs a GPU, and none is here. "
+                         "Fix: mixed_precision='bf16' (CPUs with AVX512-BF16 or AMX run it fast) or 'no'.")
+    if is_initialized() and AcceleratorState().mixed_precision != cfg.mixed_precision:
+        AcceleratorState._reset_state()   # the process group (`PartialState`) stays
+    # batch streams cycle, so the end of a loader is no step boundary: a step is accumulation_steps batches
+    accumulation = GradientAccumulationPlugin(num_steps=cfg.accumulation_steps, sync_with_dataloader=False)
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available(),
+                       gradient_accumulation_plugin=accumulation)
+
 def prepare_run(model, tokenizer, labels:list, parts:list[_Part], dev:pd.DataFrame,
                 cfg:TrainConfig) -> TrainingRun:
     "Seed; build loaders, class weights, domain head, AdamW and its schedule; place them all with Accelerate."
-    from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
     set_seed(cfg.seed)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    acc = make_accelerator(cfg)
     loaders = [_loader(p.df, tokenizer, labels, cfg, True, p.seed_offset, labelled=p.weight != 'none')
                for p in parts]
     weights = stream_weights(parts, labels, cfg)
-    dev_loader = _loader(dev, tokenizer, labels, cfg, False)
+    dev_loader, *loaders = acc.prepare(_loader(dev, tokenizer, labels, cfg, False), *loaders)
     head = DomainClassifier(model.config.hidden_size) if cfg.adversarial > 0 else None
     plan = plan_steps(cfg, max(len(l) for l, p in zip(loaders, parts) if p.weight != 'none'))
     extra_top = head.parameters() if head is not None else ()
     opt = torch.optim.AdamW(param_groups(model, cfg, plan.unfreeze_every, extra_top), lr=cfg.lr)
     if head is not None: head = acc.prepare(head)
-    model, opt, dev_loader, *loaders = acc.prepare(model, opt, dev_loader, *loaders)
+    model, opt = acc.prepare(model, opt)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * plan.total), plan.total)
     weights = [w.to(acc.device) for w in weights]
     return TrainingRun(cfg, labels, acc, model, head, opt, sched, parts, loaders, weights, dev_loader,
@@ -356,9 +380,19 @@ def step_loss(run:TrainingRun, streams:list, p:float) -> torch.Tensor:
     return loss
 
 # %% ../nbs/03_train.ipynb #c2d1b264
-def optimiser_step(run:TrainingRun, loss:torch.Tensor, step:int):
-    "Back-propagate `loss`, drop the gradients of still-frozen layers, clip, step AdamW and its schedule."
-    run.acc.backward(loss)
+def backward_batches(run:TrainingRun, streams:list, p:float) -> float:
+    "Back-propagate the joint loss of the next `accumulation_steps` batches of each stream; their mean loss."
+    trained = [m for m in (run.model, run.head) if m is not None]
+    losses = []
+    for _ in range(run.cfg.accumulation_steps):
+        with run.acc.accumulate(*trained):
+            loss = step_loss(run, streams, p)
+            run.acc.backward(loss)
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+def optimiser_step(run:TrainingRun, step:int):
+    "Drop the gradients of still-frozen layers, clip, step AdamW and its schedule, clear the gradients."
     if run.plan.unfreeze_every: freeze_untrained(run.opt, step)
     with_grad = [q for g in run.opt.param_groups for q in g['params'] if q.grad is not None]
     run.acc.clip_grad_norm_(with_grad, run.cfg.max_grad_norm)
@@ -367,10 +401,15 @@ def optimiser_step(run:TrainingRun, loss:torch.Tensor, step:int):
     run.opt.zero_grad()
 
 # %% ../nbs/03_train.ipynb #15a92afb
+def _bucket_sampler(loader):
+    "The length-bucket batch sampler of `loader`, inside Accelerate's per-process shard when there is one."
+    return getattr(loader.batch_sampler, 'batch_sampler', loader.batch_sampler)
+
 def _cycle(loader, epoch:int):
     "Endless batches of `loader`, a fresh (deterministic) order on each pass."
     for k in range(10**9):
         loader.set_epoch(epoch * 1000 + k)
+        _bucket_sampler(loader).set_epoch(epoch * 1000 + k)
         yield from loader
 
 # %% ../nbs/03_train.ipynb #50c89675
@@ -381,11 +420,11 @@ def train_epoch(run:TrainingRun, epoch:int, bar) -> float:
     first_step = epoch * run.plan.steps_per_epoch
     run_loss = 0.0
     for step in range(first_step, first_step + run.plan.steps_per_epoch):
-        loss = step_loss(run, streams, step / run.plan.total)
-        optimiser_step(run, loss, step)
-        run_loss += loss.item()
+        run_loss += backward_batches(run, streams, step / run.plan.total)
+        optimiser_step(run, step)
         bar.update(1)
-    return run_loss / run.plan.steps_per_epoch
+    mean_loss = torch.tensor(run_loss / run.plan.steps_per_epoch, device=run.acc.device)
+    return run.acc.reduce(mean_loss, 'mean').item()
 
 # %% ../nbs/03_train.ipynb #b2d9065b
 def score_dev(run:TrainingRun) -> tuple[float, float]:
@@ -500,5 +539,6 @@ def fit(model,                         # a sequence classifier (e.g. `load_class
         save_run(ckpt, run, progress, epoch, fingerprint)
         if on_eval is not None: on_eval(progress.history)
     bar.close()
-    run.acc.unwrap_model(run.model).load_state_dict(progress.best)
+    # without Accelerate's autocast wrapper: the model leaves as it came, in full precision
+    run.acc.unwrap_model(run.model, keep_fp32_wrapper=False).load_state_dict(progress.best)
     return FitResult(progress.history, progress.best_f1, progress.best_epoch, step, time.time() - t0, stopped)

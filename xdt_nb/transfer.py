@@ -195,7 +195,8 @@ def run_experiment(
                        record, metrics, title)
         if records and is_main: append_record(records, record)
         results.append((record, metrics))
-    if out_dir and not keep_checkpoint:  # checkpoints are only needed to resume
+    # checkpoints are only needed to resume; the main process wrote them and removes them
+    if out_dir and not keep_checkpoint and is_main:
         for ck in Path(out_dir).glob('**/checkpoint'): shutil.rmtree(ck, ignore_errors=True)
     record, metrics = results[0]
     return ExperimentResult(record, metrics, trained.model, trained.tokenizer, fits,
