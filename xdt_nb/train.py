@@ -160,7 +160,7 @@ def load_checkpoint(ckpt_dir:Path, fingerprint:dict) -> tuple[dict, dict, dict]:
         weights, best = load_file(ckpt_dir/'model.safetensors'), load_file(ckpt_dir/'best.safetensors')
     except Exception as e:
         raise CheckpointError(f"Checkpoint {ckpt_dir} is corrupt or incomplete ({type(e).__name__}: {e}). "
-                              f"Fix: delete {ckpt_dir} to start over, or run with resume=False.") from None
+                              f"Fix: delete {ckpt_dir} to start over, or resume=False.") from None
     theirs = state.get('fingerprint', {})
     diff = ', '.join(sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k)))
     if diff: raise CheckpointError(f"Checkpoint {ckpt_dir} belongs to a different run (differs in: {diff}). "
