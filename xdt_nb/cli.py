@@ -14,7 +14,8 @@ from .core import configure_threads, find_settings_file, get_settings, write_jso
 
 # %% auto #0
 __all__ = ['FILE_PARAMS', 'RESULTS_HEADER', 'project_root', 'find_notebook', 'parse_value', 'notebook_parameters', 'machine_info',
-           'run_notebook', 'as_flag', 'verb_flags', 'cli_terms', 'study_paths', 'study_notebook', 'make_parser', 'main']
+           'NotebookFailed', 'failure_message', 'run_notebook', 'as_flag', 'verb_flags', 'cli_terms', 'study_paths',
+           'study_notebook', 'make_parser', 'main']
 
 # %% ../nbs/06_cli.ipynb #ddce26ef
 def project_root() -> Path:
@@ -54,6 +55,18 @@ def machine_info() -> dict:
     return dict(platform=platform.platform(), python=platform.python_version(), cpu_cores=os.cpu_count(),
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), gpu=gpu)
 
+# %% ../nbs/06_cli.ipynb #5a7c0e15
+class NotebookFailed(RuntimeError):
+    "A cell of a notebook run by `run_notebook` raised."
+
+def failure_message(nb:Path, e, partial:Path) -> str:
+    ("Which notebook and cell failed (`e`: papermill's `PapermillExecutionError`), "
+     "with what, and where the executed part is.")
+    first_line = next((l for l in e.source.splitlines() if l.strip() and not l.startswith('#|')), '')
+    return (f"Notebook {nb.stem} failed in cell {e.cell_index} ({first_line.strip()[:80]!r}): "
+            f"{e.ename}: {str(e.evalue)[:300]}. The notebook as far as it ran, with the traceback, is in "
+            f"{partial}. Fix: open it at that cell.")
+
 # %% ../nbs/06_cli.ipynb #5560df90
 def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, timeout:int|None=None,
                  command:str|None=None) -> Path:
@@ -80,8 +93,11 @@ def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, ti
     bin_dir = str(Path(sys.executable).parent)  # the kernel must be this environment's python
     os.environ['PATH'] = bin_dir + os.pathsep + os.environ.get('PATH', '')
     t0, started = time.time(), time.strftime('%Y-%m-%dT%H:%M:%S%z')
-    pm.execute_notebook(str(nb), str(out/nb.name), parameters=params, kernel_name='python3',
-                        execution_timeout=timeout or None, progress_bar=False, cwd=str(nb.parent))
+    try:
+        pm.execute_notebook(str(nb), str(out/nb.name), parameters=params, kernel_name='python3',
+                            execution_timeout=timeout or None, progress_bar=False, cwd=str(nb.parent))
+    except pm.PapermillExecutionError as e:
+        raise NotebookFailed(failure_message(nb, e, out/nb.name)) from None
     wall = time.time() - t0
     write_json(out/'run.json', dict(notebook=nb.stem, command=params.get('command'), parameters=params,
                                   started=started, wall_seconds=round(wall), machine=machine_info()))

@@ -7,6 +7,8 @@ Docs: https://xdt-nb.github.io/xdt_nb/core.html.md"""
 # %% ../nbs/00_core.ipynb #252b32a2
 from __future__ import annotations
 import configparser, json, math, os
+try: import fcntl   # POSIX file locks; on Windows appends go unlocked
+except ImportError: fcntl = None
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import torch
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'SETTINGS_SECTION', 'DEFAULT_SETTINGS', 'Settings', 'find_settings_file', 'load_settings',
            'get_settings', 'in_test', 'show_progress', 'set_seed', 'default_device', 'configure_threads', 'run_dir',
-           'atomic_write', 'to_json', 'write_json']
+           'atomic_write', 'append_line', 'to_json', 'write_json']
 
 # %% ../nbs/00_core.ipynb #9cf2e53f
 SETTINGS_FILE = 'settings.ini'
@@ -147,6 +149,17 @@ def atomic_write(path:Path|str):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+# %% ../nbs/00_core.ipynb #5a7c0e13
+def append_line(path:Path|str, line:str):
+    "Append `line` and a newline to `path` in one locked write: concurrent writers never interleave lines."
+    data = (line + '\n').encode('utf-8')
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fcntl: fcntl.flock(fd, fcntl.LOCK_EX)   # released when the file is closed
+        while data: data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 # %% ../nbs/00_core.ipynb #a0ea6a38
 def _json_safe(o):
