@@ -119,7 +119,8 @@ def verb_flags(verb:argparse.ArgumentParser) -> dict:
 
 def cli_terms(message:str, flags:dict) -> str:
     ("`message` with each Python parameter in `flags` written as its flag: text_col='review' -> "
-     "--text-col='review', overwrite=True -> --overwrite, lr=None or resume=False -> leave out --lr, --resume.")
+     "--text-col='review', overwrite=True -> --overwrite, lr=None or resume=False -> leave out --lr "
+     "(--resume).")
     for param, flag in flags.items():
         message = re.sub(rf'\b{param}=(None|False)\b', f'leave out {flag}', message)
         message = re.sub(rf'\b{param}=True\b', flag, message)

@@ -140,7 +140,7 @@ def run_dir(name:str, root:Path|str|None=None) -> Path:
 # %% ../nbs/00_core.ipynb #5a7c0e11
 @contextmanager
 def atomic_write(path:Path|str):
-    "A temporary path beside `path` to write; moved onto `path` in one step when the block ends without error."
+    "A temporary path beside `path` to write; moved onto `path` in one step if the block ends without error."
     path = Path(path)
     # beside the target: os.replace is atomic only within one file system
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')

@@ -216,9 +216,9 @@ def _check_weights(path:Path, info:dict):
      "and predict noise.")
     unfit = sorted(info['missing_keys']) + sorted(k for k, *_ in info['mismatched_keys'])
     if unfit:
-        raise ValueError(f"{path/'model.safetensors'} does not fit {path/'config.json'}: {len(unfit)} weight(s) "
-                         f"missing or of another shape (e.g. {unfit[0]}), as when the weights come from another "
-                         "encoder or another label set. Fix: save the model again with save_model, which "
+        raise ValueError(f"{path/'model.safetensors'} does not fit {path/'config.json'}: {len(unfit)} "
+                         f"weight(s) missing or of another shape (e.g. {unfit[0]}), as when the weights come "
+                         "from another encoder or another label set. Fix: save the model again with save_model, which "
                          "writes weights and config together.")
 
 def load_model(path:Path|str):
