@@ -146,6 +146,7 @@ def save_checkpoint(ckpt_dir:Path, model, best:dict, state:dict):
     save_file(best, tmp/'best.safetensors')
     torch.save(state, tmp/'state.pt')
     old = ckpt_dir.with_name(ckpt_dir.name + '.old')
+    if old.exists() and ckpt_dir.exists(): shutil.rmtree(old)   # left by a run killed after its last swap
     if ckpt_dir.exists(): ckpt_dir.replace(old)
     tmp.replace(ckpt_dir)
     if old.exists(): shutil.rmtree(old)
@@ -476,6 +477,10 @@ def resume_run(ckpt:Path, run:TrainingRun, fingerprint:dict) -> tuple[RunProgres
 def start_progress(run:TrainingRun, fingerprint:dict, resume_from:Path|None, keep_start:bool
                   ) -> tuple[RunProgress, int]:
     "The progress and first epoch of a run: from `resume_from` when that checkpoint exists, else epoch 0."
+    moved_aside = resume_from.with_name(resume_from.name + '.old') if resume_from is not None else None
+    # killed between save_checkpoint's two renames: the last checkpoint is whole, under .old
+    if moved_aside is not None and moved_aside.exists() and not resume_from.exists():
+        moved_aside.replace(resume_from)
     if resume_from is not None and resume_from.exists(): return resume_run(resume_from, run, fingerprint)
     progress = RunProgress(_tensors(run.acc.unwrap_model(run.model)))
     if keep_start:   # the given weights are the first candidate (epoch -1): training has to beat them
