@@ -3,6 +3,10 @@ import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 
+# before anything imports huggingface_hub (it reads this once): a hub call fails at once instead of waiting on
+# the network, in this process and in every `xdt` it starts
+os.environ['HF_HUB_OFFLINE'] = '1'
+
 ROOT = Path(__file__).resolve().parents[1]
 XDT = str(Path(sys.executable).parent/'xdt')
 

@@ -985,8 +985,10 @@ def test_predict_reports_bad_rows_and_files_keep_their_rows(small_model, tok, tm
     texts = ['Great phone.', 'Awful service, never again.']
     assert X.predict(path, texts).text.tolist() == texts
     pd.DataFrame(dict(text=texts)).to_csv(tmp_path/'in.csv', index=False)
-    for _ in range(2):   # a second run into the same folder
+    X.predict_file(path, tmp_path/'in.csv', tmp_path/'x/y/out.csv')
+    with pytest.raises(FileExistsError, match='overwrite=True'):   # an existing file is replaced only if asked
         X.predict_file(path, tmp_path/'in.csv', tmp_path/'x/y/out.csv')
+    X.predict_file(path, tmp_path/'in.csv', tmp_path/'x/y/out.csv', overwrite=True)   # a second run, same folder
     assert pd.read_csv(tmp_path/'x/y/out.csv').columns.tolist() == ['text', 'label', *[f'p_{l}' for l in LABELS]]
 
 def test_predict_proba_truncates_at_128_tokens(small_model, tok):

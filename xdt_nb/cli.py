@@ -14,7 +14,8 @@ from .core import configure_threads, find_settings_file, get_settings, write_jso
 
 # %% auto #0
 __all__ = ['FILE_PARAMS', 'RESULTS_HEADER', 'project_root', 'find_notebook', 'parse_value', 'notebook_parameters', 'machine_info',
-           'run_notebook', 'as_flag', 'cli_terms', 'study_paths', 'study_notebook', 'make_parser', 'main']
+           'NotebookFailed', 'failure_message', 'run_notebook', 'as_flag', 'verb_flags', 'cli_terms', 'study_paths',
+           'study_notebook', 'make_parser', 'main']
 
 # %% ../nbs/06_cli.ipynb #ddce26ef
 def project_root() -> Path:
@@ -54,6 +55,18 @@ def machine_info() -> dict:
     return dict(platform=platform.platform(), python=platform.python_version(), cpu_cores=os.cpu_count(),
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), gpu=gpu)
 
+# %% ../nbs/06_cli.ipynb #5a7c0e15
+class NotebookFailed(RuntimeError):
+    "A cell of a notebook run by `run_notebook` raised."
+
+def failure_message(nb:Path, e, partial:Path) -> str:
+    ("Which notebook and cell failed (`e`: papermill's `PapermillExecutionError`), "
+     "with what, and where the executed part is.")
+    first_line = next((l for l in e.source.splitlines() if l.strip() and not l.startswith('#|')), '')
+    return (f"Notebook {nb.stem} failed in cell {e.cell_index} ({first_line.strip()[:80]!r}): "
+            f"{e.ename}: {str(e.evalue)[:300]}. The notebook as far as it ran, with the traceback, is in "
+            f"{partial}. Fix: open it at that cell.")
+
 # %% ../nbs/06_cli.ipynb #5560df90
 def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, timeout:int|None=None,
                  command:str|None=None) -> Path:
@@ -80,8 +93,11 @@ def run_notebook(name:str, params:dict|None=None, out_dir:Path|str|None=None, ti
     bin_dir = str(Path(sys.executable).parent)  # the kernel must be this environment's python
     os.environ['PATH'] = bin_dir + os.pathsep + os.environ.get('PATH', '')
     t0, started = time.time(), time.strftime('%Y-%m-%dT%H:%M:%S%z')
-    pm.execute_notebook(str(nb), str(out/nb.name), parameters=params, kernel_name='python3',
-                        execution_timeout=timeout or None, progress_bar=False, cwd=str(nb.parent))
+    try:
+        pm.execute_notebook(str(nb), str(out/nb.name), parameters=params, kernel_name='python3',
+                            execution_timeout=timeout or None, progress_bar=False, cwd=str(nb.parent))
+    except pm.PapermillExecutionError as e:
+        raise NotebookFailed(failure_message(nb, e, out/nb.name)) from None
     wall = time.time() - t0
     write_json(out/'run.json', dict(notebook=nb.stem, command=params.get('command'), parameters=params,
                                   started=started, wall_seconds=round(wall), machine=machine_info()))
@@ -96,10 +112,19 @@ def as_flag(param:str) -> str:
     "The command-line flag of a Python parameter: text_col -> --text-col."
     return '--' + param.replace('_', '-')
 
-def cli_terms(message:str, params) -> str:
-    ("`message` with each Python parameter in `params` written as its flag: "
-     "text_col='review' -> --text-col='review'.")
-    for p in params: message = re.sub(rf'\b{p}=', f'{as_flag(p)}=', message)
+def verb_flags(verb:argparse.ArgumentParser) -> dict:
+    "The options of a verb's parser: Python name -> flag (text_col -> --text-col)."
+    return {a.dest: max(a.option_strings, key=len) for a in verb._actions
+            if a.option_strings and a.dest != 'help'}
+
+def cli_terms(message:str, flags:dict) -> str:
+    ("`message` with each Python parameter in `flags` written as its flag: text_col='review' -> "
+     "--text-col='review', overwrite=True -> --overwrite, lr=None or resume=False -> leave out --lr "
+     "(--resume).")
+    for param, flag in flags.items():
+        message = re.sub(rf'\b{param}=(None|False)\b', f'leave out {flag}', message)
+        message = re.sub(rf'\b{param}=True\b', flag, message)
+        message = re.sub(rf'\b{param}=', f'{flag}=', message)
     return message
 
 # %% ../nbs/06_cli.ipynb #6b7790b2
@@ -283,26 +308,30 @@ def _add_train(sub):
                    help="the file's labels onto the source's, "
                         "e.g. 1=negative,2=negative,3=neutral,4=positive,5=positive")
     t.add_argument('--encoding', help='default: utf-8')
-    t.set_defaults(fn=_cmd_train, params=FILE_PARAMS)
+    t.set_defaults(fn=_cmd_train)
 
 # %% ../nbs/06_cli.ipynb #8aaeb05a
 def _cmd_predict(a):
     from xdt_nb.transfer import predict_file
-    res = predict_file(a.model_dir, a.input, a.output, a.text_col)
+    res = predict_file(a.model_dir, a.input, a.output, a.text_col, a.encoding, a.overwrite)
     print(f'{len(res)} predictions written to {a.output}:', res.label.value_counts().to_dict())
 
 def _add_predict(sub):
     pr = sub.add_parser('predict', help='label a csv/tsv/jsonl with a saved model')
     for name in ('model_dir', 'input', 'output'): pr.add_argument(name)
     pr.add_argument('--text-col', default='text')
-    pr.set_defaults(fn=_cmd_predict, params=('text_col',))
+    pr.add_argument('--encoding', default='utf-8', help="the input's, e.g. iso-8859-1")
+    pr.add_argument('--overwrite', action='store_true', help='replace the output file if it exists')
+    pr.set_defaults(fn=_cmd_predict)
 
 # %% ../nbs/06_cli.ipynb #087fc5c1
 def make_parser() -> argparse.ArgumentParser:
-    "`xdt`'s parser: one sub-command per verb, each added by its `_add_<verb>` above."
+    ("`xdt`'s parser: one sub-command per verb, each added by its `_add_<verb>` above "
+     "and knowing its flags, for its errors.")
     p = argparse.ArgumentParser(prog='xdt', description='Cross-domain transfer learning, in notebooks.')
     sub = p.add_subparsers(dest='cmd', required=True)
     for add in (_add_list, _add_data, _add_run, _add_study, _add_results, _add_train, _add_predict): add(sub)
+    for verb in sub.choices.values(): verb.set_defaults(flags=verb_flags(verb))
     return p
 
 # %% ../nbs/06_cli.ipynb #0697cbb3
@@ -314,9 +343,9 @@ def main(argv=None) -> int:
         # (the `threads` setting, XDT_THREADS)
         configure_threads()
         a.fn(a)
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as e:
         message = str(e.args[0] if e.args else e)
-        print(f"xdt: error: {cli_terms(message, getattr(a, 'params', ()))}", file=sys.stderr)
+        print(f"xdt: error: {cli_terms(message, a.flags)}", file=sys.stderr)
         return 2
     return 0
 

@@ -7,6 +7,9 @@ Docs: https://xdt-nb.github.io/xdt_nb/core.html.md"""
 # %% ../nbs/00_core.ipynb #252b32a2
 from __future__ import annotations
 import configparser, json, math, os
+try: import fcntl   # POSIX file locks; on Windows appends go unlocked
+except ImportError: fcntl = None
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import torch
 # %% auto #0
 __all__ = ['SETTINGS_FILE', 'SETTINGS_SECTION', 'DEFAULT_SETTINGS', 'Settings', 'find_settings_file', 'load_settings',
            'get_settings', 'in_test', 'show_progress', 'set_seed', 'default_device', 'configure_threads', 'run_dir',
-           'to_json', 'write_json']
+           'atomic_write', 'append_line', 'to_json', 'write_json']
 
 # %% ../nbs/00_core.ipynb #9cf2e53f
 SETTINGS_FILE = 'settings.ini'
@@ -134,6 +137,30 @@ def run_dir(name:str, root:Path|str|None=None) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+# %% ../nbs/00_core.ipynb #5a7c0e11
+@contextmanager
+def atomic_write(path:Path|str):
+    "A temporary path beside `path` to write; moved onto `path` in one step if the block ends without error."
+    path = Path(path)
+    # beside the target: os.replace is atomic only within one file system
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+# %% ../nbs/00_core.ipynb #5a7c0e13
+def append_line(path:Path|str, line:str):
+    "Append `line` and a newline to `path` in one locked write: concurrent writers never interleave lines."
+    data = (line + '\n').encode('utf-8')
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fcntl: fcntl.flock(fd, fcntl.LOCK_EX)   # released when the file is closed
+        while data: data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
 # %% ../nbs/00_core.ipynb #a0ea6a38
 def _json_safe(o):
     "`o` with non-finite floats as `None` and NumPy scalars as Python numbers, all the way down."
@@ -150,7 +177,8 @@ def to_json(obj, indent:int|None=None) -> str:
     return json.dumps(_json_safe(obj), indent=indent, default=str, allow_nan=False)
 
 def write_json(path:Path|str, obj, indent:int|None=1) -> Path:
-    "Write `obj` to `path` as strict JSON (see `to_json`); returns the path."
+    "Write `obj` to `path` as strict JSON (see `to_json`), atomically (`atomic_write`); returns the path."
     path = Path(path)
-    path.write_text(to_json(obj, indent=indent), encoding='utf-8')
+    text = to_json(obj, indent=indent)
+    with atomic_write(path) as tmp: tmp.write_text(text, encoding='utf-8')
     return path

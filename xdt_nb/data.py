@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #2abed6ee
 from __future__ import annotations
-import functools, io, textwrap
+import csv, functools, io, textwrap, warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,32 @@ def side_by_side(frames:dict,     # domain name -> its table (`load_domain`); do
 # file suffix -> column separator (None: JSON lines)
 FILE_TYPES = {'.csv': ',', '.tsv': '\t', '.txt': '\t', '.jsonl': None}
 
+def _check_header(text:str, sep:str, path:Path):
+    "Refuse a header that names a column twice (pandas would silently rename the second one `NAME.1`)."
+    names = next(csv.reader(io.StringIO(text), delimiter=sep))
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice: raise ValueError(f"{path}: the header names column(s) {twice} more than once. "
+                               "Fix: give each column its own name.")
+
+def _parse_table(text:str, path:Path) -> pd.DataFrame:
+    "The table in `text`, the contents of `path`; pandas' parse errors said in the file's terms."
+    sep = FILE_TYPES[path.suffix]
+    try:
+        if sep is None: return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+        _check_header(text, sep, path)
+        with warnings.catch_warnings():
+            # a row longer than the header is an error (by default pandas makes its first cells an index)
+            warnings.simplefilter('error', pd.errors.ParserWarning)
+            return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, index_col=False)
+    except (ValueError, csv.Error, pd.errors.ParserWarning) as e:   # pandas' ParserError: a ValueError
+        if sep is None:
+            raise ValueError(f"{path} is not valid JSON lines: {e}. Fix: write one JSON object per line, "
+                             'e.g. {"text": "...", "label": "..."}.') from None
+        raise ValueError(f"{path} is not a valid {path.suffix[1:].upper()} file: {e}. Fix: put a cell that "
+                         "holds the separator, a quote or a line break in double quotes.") from None
+
+
+# %% ../nbs/01_data.ipynb #cc14ae8d
 def read_table(path:Path|str, encoding:str='utf-8') -> pd.DataFrame:
     "The rows of a .csv, .tsv or .jsonl file as they are (CSV and TSV cells as strings)."
     path = Path(path)
@@ -81,11 +107,16 @@ def read_table(path:Path|str, encoding:str='utf-8') -> pd.DataFrame:
                                 "Fix: check the path.")
     if path.suffix not in FILE_TYPES:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv or .jsonl.")
-    text = read_text(path, (encoding,))
-    if FILE_TYPES[path.suffix]:
-        return pd.read_csv(io.StringIO(text), sep=FILE_TYPES[path.suffix], dtype=str, keep_default_na=False)
-    try: return pd.read_json(io.StringIO(text), lines=True, dtype=False)
-    except ValueError as e: raise ValueError(f"{path} is not valid JSON lines: {e}") from None
+    # a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+    text = read_text(path, (encoding,)).removeprefix('\ufeff')
+    if not text.strip():
+        raise ValueError(f"{path} is empty. Fix: write a header line naming the columns (e.g. text,label), "
+                         "then one row per example.")
+    rows = _parse_table(text, path)
+    if rows.empty:
+        raise ValueError(f"{path} has no rows under its header {list(rows.columns)}. "
+                         "Fix: add one row per example under the header.")
+    return rows
 
 # %% ../nbs/01_data.ipynb #be3f158f
 def require_columns(df:pd.DataFrame, path, **columns):

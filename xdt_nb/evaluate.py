@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import to_json
+from .core import append_line, to_json
 from .model import TextDataset, make_loader
 from .train import predict_logits
 
@@ -103,7 +103,7 @@ def append_record(path:Path|str, record:dict) -> dict:
     if missing:
         raise ValueError(f"Record is missing field(s) {missing}; every record needs {list(RECORD_FIELDS)}.")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'a', encoding='utf-8') as f: f.write(to_json(record) + '\n')
+    append_line(path, to_json(record))   # one locked write: runs sharing a store never mix their lines
     return record
 
 def read_jsonl(path:Path|str) -> list[dict]:

@@ -26,9 +26,9 @@ from .model import TextDataset, make_loader, suggested_lr
 __all__ = ['TrainConfig', 'resolve_lr', 'label_ids', 'class_weights', 'predict_logits', 'macro_f1', 'CheckpointError',
            'save_checkpoint', 'load_checkpoint', 'layer_depths', 'param_groups', 'freeze_untrained', 'FitResult',
            'training_parts', 'stream_weights', 'StepPlan', 'plan_steps', 'TrainingRun', 'make_accelerator',
-           'prepare_run', 'loss_coef', 'domain_loss', 'step_loss', 'backward_batches', 'optimiser_step', 'train_epoch',
-           'score_dev', 'RunProgress', 'evaluate_dev', 'run_fingerprint', 'save_run', 'resume_run', 'start_progress',
-           'fit']
+           'prepare_run', 'loss_coef', 'domain_loss', 'step_loss', 'backward_batches', 'optimiser_step',
+           'TrainingDiverged', 'check_loss', 'train_epoch', 'score_dev', 'RunProgress', 'evaluate_dev',
+           'run_fingerprint', 'save_run', 'resume_run', 'start_progress', 'fit']
 
 # %% ../nbs/03_train.ipynb #712f580b
 @dataclass
@@ -155,6 +155,7 @@ def save_checkpoint(ckpt_dir:Path, model, best:dict, state:dict):
     save_file(best, tmp/'best.safetensors')
     torch.save(state, tmp/'state.pt')
     old = ckpt_dir.with_name(ckpt_dir.name + '.old')
+    if old.exists() and ckpt_dir.exists(): shutil.rmtree(old)   # left by a run killed after its last swap
     if ckpt_dir.exists(): ckpt_dir.replace(old)
     tmp.replace(ckpt_dir)
     if old.exists(): shutil.rmtree(old)
@@ -164,12 +165,15 @@ def load_checkpoint(ckpt_dir:Path, fingerprint:dict) -> tuple[dict, dict, dict]:
     "(weights, best weights, state) of a checkpoint, checked against the run's `fingerprint`."
     from safetensors.torch import load_file
     ckpt_dir = Path(ckpt_dir)
-    try:
-        state = torch.load(ckpt_dir/'state.pt', weights_only=True)
-        weights, best = load_file(ckpt_dir/'model.safetensors'), load_file(ckpt_dir/'best.safetensors')
-    except Exception as e:
-        raise CheckpointError(f"Checkpoint {ckpt_dir} is corrupt or incomplete ({type(e).__name__}: {e}). "
-                              f"Fix: delete {ckpt_dir} to start over, or run with resume=False.") from None
+    loaded = {}
+    for name, load in [('state.pt', lambda f: torch.load(f, weights_only=True)),
+                       ('model.safetensors', load_file), ('best.safetensors', load_file)]:
+        try: loaded[name] = load(ckpt_dir/name)
+        except Exception as e:
+            raise CheckpointError(f"Checkpoint file {ckpt_dir/name} is missing, corrupt or incomplete "
+                                  f"({type(e).__name__}: {str(e)[:200]}). "
+                                  f"Fix: delete {ckpt_dir} to start over, or resume=False.") from None
+    state, weights, best = loaded['state.pt'], loaded['model.safetensors'], loaded['best.safetensors']
     theirs = state.get('fingerprint', {})
     diff = ', '.join(sorted(k for k in set(theirs) | set(fingerprint) if theirs.get(k) != fingerprint.get(k)))
     if diff: raise CheckpointError(f"Checkpoint {ckpt_dir} belongs to a different run (differs in: {diff}). "
@@ -412,6 +416,18 @@ def _cycle(loader, epoch:int):
         _bucket_sampler(loader).set_epoch(epoch * 1000 + k)
         yield from loader
 
+# %% ../nbs/03_train.ipynb #7e1d0a01
+class TrainingDiverged(RuntimeError):
+    "The training loss became NaN or infinite: the weights cannot be trained further."
+
+def check_loss(value:float, step:int, cfg:TrainConfig):
+    "Stop at a NaN or infinite loss, before it reaches the weights (and so the checkpoint and the metrics)."
+    if math.isfinite(value): return
+    raise TrainingDiverged(f"Training diverged: the loss is {value} at step {step} (learning rate "
+                           f"lr={cfg.lr:g}, mixed_precision={cfg.mixed_precision!r}); training stopped, and "
+                           "the last checkpoint written, if any, is kept. Fix: a smaller learning rate "
+                           "(lr=None: the encoder's suggested rate), or full precision.")
+
 # %% ../nbs/03_train.ipynb #50c89675
 def train_epoch(run:TrainingRun, epoch:int, bar) -> float:
     "One epoch of `run.plan.steps_per_epoch` steps, the model in training mode; the mean training loss."
@@ -420,8 +436,10 @@ def train_epoch(run:TrainingRun, epoch:int, bar) -> float:
     first_step = epoch * run.plan.steps_per_epoch
     run_loss = 0.0
     for step in range(first_step, first_step + run.plan.steps_per_epoch):
-        run_loss += backward_batches(run, streams, step / run.plan.total)
+        loss = backward_batches(run, streams, step / run.plan.total)
+        check_loss(loss, step, run.cfg)
         optimiser_step(run, step)
+        run_loss += loss
         bar.update(1)
     mean_loss = torch.tensor(run_loss / run.plan.steps_per_epoch, device=run.acc.device)
     return run.acc.reduce(mean_loss, 'mean').item()
@@ -485,7 +503,10 @@ def save_run(ckpt:Path|None, run:TrainingRun, progress:RunProgress, epoch:int, f
 def resume_run(ckpt:Path, run:TrainingRun, fingerprint:dict) -> tuple[RunProgress, int]:
     "Load `ckpt` into `run` (weights, optimiser, schedule, domain head, RNG); its progress, the next epoch."
     weights, best, st = load_checkpoint(ckpt, fingerprint)
-    run.acc.unwrap_model(run.model).load_state_dict(weights)
+    try: run.acc.unwrap_model(run.model).load_state_dict(weights)
+    except RuntimeError as e:   # weights of another model put in this checkpoint
+        raise CheckpointError(f"{ckpt/'model.safetensors'} does not fit the model ({str(e)[:200]}). "
+                              f"Fix: delete {ckpt} to start over, or resume=False.") from None
     run.opt.load_state_dict(st['optimizer'])
     run.sched.load_state_dict(st['scheduler'])
     if run.head is not None: run.acc.unwrap_model(run.head).load_state_dict(st['domain_head'])
@@ -496,6 +517,10 @@ def resume_run(ckpt:Path, run:TrainingRun, fingerprint:dict) -> tuple[RunProgres
 def start_progress(run:TrainingRun, fingerprint:dict, resume_from:Path|None, keep_start:bool
                   ) -> tuple[RunProgress, int]:
     "The progress and first epoch of a run: from `resume_from` when that checkpoint exists, else epoch 0."
+    moved_aside = resume_from.with_name(resume_from.name + '.old') if resume_from is not None else None
+    # killed between save_checkpoint's two renames: the last checkpoint is whole, under .old
+    if moved_aside is not None and moved_aside.exists() and not resume_from.exists():
+        moved_aside.replace(resume_from)
     if resume_from is not None and resume_from.exists(): return resume_run(resume_from, run, fingerprint)
     progress = RunProgress(_tensors(run.acc.unwrap_model(run.model)))
     if keep_start:   # the given weights are the first candidate (epoch -1): training has to beat them

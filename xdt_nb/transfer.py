@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/experiment.html.md"""
 
 # %% ../nbs/05f_experiment.ipynb #767a2fa4
 from __future__ import annotations
-import dataclasses, shutil, time
+import dataclasses, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,7 +14,7 @@ from typing import Callable
 import pandas as pd
 from accelerate import PartialState
 
-from .core import get_settings, write_json
+from .core import atomic_write, get_settings, write_json
 from .data import check_label_spaces, get_domain, load_domain, load_table
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .train import TrainConfig, resolve_lr
@@ -212,6 +212,16 @@ def save_model(model, tokenizer, path:Path|str, record:dict|None=None) -> Path:
     if record is not None: write_json(path/'xdt_record.json', record)
     return path
 
+def _check_weights(path:Path, info:dict):
+    ("Refuse weights that do not fit the config: transformers would fill the gaps with random numbers "
+     "and predict noise.")
+    unfit = sorted(info['missing_keys']) + sorted(k for k, *_ in info['mismatched_keys'])
+    if unfit:
+        raise ValueError(f"{path/'model.safetensors'} does not fit {path/'config.json'}: {len(unfit)} "
+                         f"weight(s) missing or of another shape (e.g. {unfit[0]}), as when the weights come "
+                         "from another encoder or another label set. Fix: save the model again with save_model, which "
+                         "writes weights and config together.")
+
 def load_model(path:Path|str):
     "(model, tokenizer, labels) from a folder written by `save_model`, with clear errors if it is not one."
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -220,17 +230,21 @@ def load_model(path:Path|str):
         raise FileNotFoundError(f"{path} is not a saved model (needs config.json and model.safetensors). "
                                 "Fix: pass the folder given to save_model / written by a notebook run.")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+        # mismatches are reported, not raised, so that the error below can name them
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True)
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:
         raise ValueError(f"Model folder {path} could not be loaded ({type(e).__name__}: {str(e)[:200]}). "
                          "It may be corrupt or incomplete. Fix: save the model again.") from None
+    _check_weights(path, info)
     return model.eval(), tok, [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 # %% ../nbs/05f_experiment.ipynb #f77c503a
 def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
     "Predicted label and per-class probabilities for `texts` with the model saved in `model_dir`."
     texts = list(texts)
+    if not texts: raise ValueError("No texts to predict. Fix: pass at least one sentence.")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad:
         raise ValueError(f"{len(bad)} empty or non-string text(s) at position(s) {bad[:5]}. "
@@ -241,12 +255,23 @@ def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
     for j, l in enumerate(labels): out[f'p_{l}'] = proba[:, j].round(4)
     return out
 
+def _check_output(in_path:Path, out_path:Path, overwrite:bool):
+    "Refuse to write the predictions over the input file, or over any existing file unless asked to."
+    if out_path.exists() and in_path.exists() and out_path.samefile(in_path):
+        raise ValueError(f"The output {out_path} is the input file: the predictions would replace your data. "
+                         "Fix: name another output file.")
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists. Fix: name another output file, or pass overwrite=True "
+                              "to replace it.")
+
 def predict_file(model_dir:Path|str, in_path:Path|str, out_path:Path|str,
-                 text_col:str='text') -> pd.DataFrame:
-    ("Read `in_path` (csv/tsv/jsonl), predict its `text_col`, "
-     "write the rows plus predictions to `out_path` (csv).")
-    df = load_table(in_path, text_col=text_col, label_col=None)
+                 text_col:str='text', encoding:str='utf-8', overwrite:bool=False) -> pd.DataFrame:
+    ("Read `in_path` (csv/tsv/jsonl), predict its `text_col`, write the rows plus predictions to "
+     "`out_path` (csv), atomically: never over the input, over an existing file only if `overwrite`.")
+    in_path, out_path = Path(in_path), Path(out_path)
+    _check_output(in_path, out_path, overwrite)
+    df = load_table(in_path, text_col=text_col, label_col=None, encoding=encoding)
     res = predict(model_dir, df.text.tolist())
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    res.to_csv(out_path, index=False)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_path) as tmp: res.to_csv(tmp, index=False)
     return res
