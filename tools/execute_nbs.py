@@ -4,8 +4,8 @@
 leaves a copy of each with its outputs (tables, printed numbers, PNG figures) under `_build/executed/`,
 which `make docs` renders. The cells run are nbdev's own choice: each copy goes through nbdev's
 `test_nb`, with `IN_TEST=1`, `#| eval: false` cells and the `tst_flags` cells (`slow gpu`) skipped unless
-`--flags` names them. Each copy first gets nbdev's `show_doc` cell after every exported function (its
-`add_show_docs` processor), so the site's API reference is executed in the same run.
+`--flags` names them. Each copy first gets an API reference at its end, nbdev's `show_doc` cell for every
+exported function (its `add_show_docs` processor), so the site's API reference is executed in the same run.
 """
 import argparse
 import shutil
@@ -18,26 +18,37 @@ from nbdev.config import get_config
 from nbdev.doclinks import nbglob
 from nbdev.process import NBProcessor
 from nbdev.processors import add_show_docs, clean_show_doc
-from nbdev.test import test_nb
+from nbdev.test import _skip_cell, test_nb
 
 ROOT = Path(__file__).resolve().parent.parent
 EXECUTED = ROOT/'_build'/'executed'
 SHOW_DOC_IMPORT = '#| hide\nfrom nbdev.showdoc import show_doc'
+API_REFERENCE = '## API reference\n\nWhat this notebook exports, with its parameters (nbdev\'s `show_doc`).'
 
 
-def with_show_docs(nb_path):
-    "The notebook at `nb_path` with nbdev's `show_doc` cell (source hidden) after each exported function."
+def with_api_reference(nb_path, skip_flags, force_flags):
+    "The notebook at `nb_path` closed by its API reference: nbdev's `show_doc` of each exported name the run defines."
     nb = NBProcessor(nb_path, procs=[add_show_docs, clean_show_doc], rm_directives=False, process=True).nb
-    shown = [i for i, cell in enumerate(nb.cells) if cell.source.startswith('#| echo: false\n#| output: asis\nshow_doc(')]
-    if shown:
-        nb.cells.insert(shown[0], mk_cell(SHOW_DOC_IMPORT))
+    skipped = _skip_cell(nb, skip_flags, force_flags)
+    # add_show_docs puts each show_doc right under its exported cell; at the end, every name it documents
+    # exists (a dataclass's annotation may name a class defined further down)
+    body, reference, defined = [], [], True
+    for cell in nb.cells:
+        if cell.get('has_sd'):
+            reference += [cell] if defined else []
+        else:
+            body.append(cell)
+            defined = not skipped(cell)
+    if reference:
+        body += [mk_cell(API_REFERENCE, cell_type='markdown'), mk_cell(SHOW_DOC_IMPORT)] + reference
+    nb.cells = body
     return nb
 
 
 def execute_nb(nb_path, out_dir, skip_flags, force_flags, cell_timeout):
     "Write `nb_path`'s copy into `out_dir` and run it there with nbdev's `test_nb`; the copy keeps its outputs."
     copy = Path(out_dir)/Path(nb_path).name
-    write_nb(with_show_docs(nb_path), copy)
+    write_nb(with_api_reference(nb_path, skip_flags, force_flags), copy)
     # test_nb runs the copy in its own folder, `_build/executed/`: the course's paths do not depend on it
     # (settings.ini and the project root are found from there upwards, as from nbs/)
     passed, secs = test_nb(copy, skip_flags=skip_flags, force_flags=force_flags, basepath=ROOT, save=True,
@@ -78,4 +89,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    # the workers find `execute_nb` by its module's name, and in a worker that has run a notebook `__main__` is
+    # IPython's (its shell replaces it): so run the imported module, as nbdev-test runs nbdev.test's `test_nb`
+    sys.path.insert(0, str(ROOT))
+    from tools.execute_nbs import main as imported_main
+    imported_main()
