@@ -79,13 +79,15 @@ def test_reference_leaves_out_what_the_run_skips(tmp_path):
 
 
 def test_page_source_strips_directives_hides_and_folds_solutions(tmp_path):
-    executed = notebook(tmp_path/'04_page.ipynb', ('# Page\n\n> One line.', 'markdown'), '#| default_exp page',
+    executed = notebook(tmp_path/'04_page.ipynb', ('# Page\n\n> Read [next](05_next.ipynb#part) first.', 'markdown'),
+                        '#| default_exp page',
                         '#| hide\nsecret = 1', '#| export\ndef f(): pass', '#| echo: false\n#| output: asis\nf()',
                         ('answer = 6 * 7\nanswer', ['solution']))
     page = site_nb(executed)
     sources = [c.source for c in page.cells]
     assert not any('#|' in s or 'secret' in s for s in sources), sources
     assert 'def f(): pass' in sources
+    assert '[next](05_next.html#part)' in sources[0]
     shown = next(c for c in page.cells if c.source == 'f()')
     assert shown.metadata['tags'] == ['remove_input']  # show_doc's output stays, its call goes
     folded = page.cells[-1]
@@ -107,7 +109,8 @@ def site(tmp_path):
     (tmp_path/'site').mkdir()
     (tmp_path/'site'/'assets').symlink_to(assets)
     pages = {'index': '<p>Home</p>', 'good': MATH + MATHJAX, 'script_error': SCRIPT_ERROR,
-             'untypeset': MATH, 'no_figure': '<p>The plot was lost.</p>'}
+             'untypeset': MATH, 'no_figure': '<p>The plot was lost.</p>',
+             'dead_link': '<a href="good.html">fine</a> <a href="03_gone.html#top">gone</a>'}
     for name, body in pages.items():
         (tmp_path/'site'/f'{name}.html').write_text(f'<!doctype html><html><body>{body}</body></html>')
     for folder in ('src', 'notebooks'):
@@ -119,8 +122,9 @@ def site(tmp_path):
 
 def test_check_flags_each_broken_page_and_passes_the_good_one(site):
     problems, n_pages = check_site(site/'site', site/'notebooks', site/'check')
-    assert n_pages == 5
-    assert sorted(problems) == ['no_figure.html', 'script_error.html', 'untypeset.html'], problems
+    assert n_pages == 6
+    assert sorted(problems) == ['dead_link.html', 'no_figure.html', 'script_error.html', 'untypeset.html'], problems
+    assert problems['dead_link.html'] == [f'link to a missing file: {(site/"site"/"03_gone.html").as_uri()}']
     assert 'not_defined_anywhere' in problems['script_error.html'][0]
     assert 'none typeset' in problems['untypeset.html'][0]
     assert '1 figures in the notebook, 0 images shown' in problems['no_figure.html'][0]

@@ -3,12 +3,13 @@
 Each executed copy in `_build/executed/` (written by `tools/execute_nbs.py`) becomes a page source in
 `_build/site_src/`: nbdev's `#|` lines stripped, `#| hide` cells dropped (nbdev's own processors), the
 `show_doc` cells' source hidden (their output is the API reference), exercise solutions (code cells tagged
-`solution`) folded into a `<details>` block, and no widget state (its JavaScript would come from a CDN).
+`solution`) folded into a `<details>` block, links to notebooks pointed at their pages, and no widget state (its JavaScript would come from a CDN).
 MathJax 3 and material's search shim come from npm into the site: every page opens from `file://` offline.
 """
 import argparse
 import base64
 import html
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,16 @@ def drop_empty(cell):
         del cell['source']
 
 
+# a markdown link to a course notebook, `[03_train](03_train.ipynb#the-loop)`: its page is `03_train.html`
+NOTEBOOK_LINK = re.compile(r'\]\(([\w.-]+)\.ipynb(#[^)]*)?\)')
+
+
+def link_pages(cell):
+    "Point the prose's links to other notebooks at their pages."
+    if cell.cell_type == 'markdown':
+        cell.source = NOTEBOOK_LINK.sub(r'](\1.html\2)', cell.source)
+
+
 def drop_timing(cell):
     "Drop execnb's timing, a number where nbformat (and so nbconvert) wants text."
     cell.metadata.pop('execution', None)
@@ -64,7 +75,7 @@ def fold_solution(cell):
 
 def site_nb(executed_path):
     "The page source of the executed notebook at `executed_path`."
-    nb = NBProcessor(executed_path, procs=[hide_, hide_input, drop_empty, drop_timing], rm_directives=True, process=True).nb
+    nb = NBProcessor(executed_path, procs=[hide_, hide_input, drop_empty, drop_timing, link_pages], rm_directives=True, process=True).nb
     nb.cells = [fold_solution(cell) for cell in nb.cells]
     nb.metadata.pop('widgets', None)
     return nb

@@ -3,7 +3,7 @@
 `make docs-check` runs it after `make docs`. A page fails when the browser logs a console error (SEVERE: a
 script that throws, a file that does not load), when its notebook has figures (PNG outputs) and the page shows
 fewer images (or one that does not decode), or when its text holds math and MathJax typeset none of it
-(no `mjx-container`). The landing page's screenshot is kept in the output folder.
+(no `mjx-container`), or when it links to a file the site does not have. The landing page's screenshot is kept in the output folder.
 """
 import argparse
 import json
@@ -11,6 +11,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from bs4 import BeautifulSoup
 from selenium import webdriver
@@ -64,6 +65,9 @@ def page_problems(driver, page, n_figures):
         "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     if n_figures and sum(images) < n_figures:
         problems.append(f'{n_figures} figures in the notebook, {sum(images)} images shown')
+    links = driver.execute_script("return Array.from(document.links).map(a => a.href.split('#')[0])")
+    problems += [f'link to a missing file: {link}' for link in sorted(set(links))
+                 if link.startswith('file:') and not Path(unquote(urlparse(link).path)).exists()]
     problems += [f"console: {e['message']}" for e in driver.get_log('browser') if e['level'] == 'SEVERE']
     return problems
 
