@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastcore.nbio import mk_cell, new_nb, write_nb
+from fastcore.nbio import mk_cell, new_nb, read_nb, write_nb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,6 +31,15 @@ def notebook(path, *cells):
             made[-1].metadata['tags'] = extra
     write_nb(new_nb(made), path)
     return path
+
+
+def with_output(nb_path, source_end, markdown):
+    "The notebook at `nb_path` where the cell whose source ends in `source_end` shows `markdown`, as show_doc does."
+    nb = read_nb(nb_path)
+    cell = next(c for c in nb.cells if c.source.endswith(source_end))
+    cell.outputs = [{'output_type': 'execute_result', 'execution_count': 1, 'metadata': {},
+                     'data': {'text/markdown': markdown, 'text/plain': '<ShowDoc>'}}]
+    return nb
 
 
 def outputs(nb_path):
@@ -83,6 +92,7 @@ def test_page_source_strips_directives_hides_and_folds_solutions(tmp_path):
                         '#| default_exp page',
                         '#| hide\nsecret = 1', '#| export\ndef f(): pass', '#| echo: false\n#| output: asis\nf()',
                         ('answer = 6 * 7\nanswer', ['solution']))
+    write_nb(with_output(executed, 'f()', '[source](x.py#L1){target="_blank" style="float:right"}\n### f'), executed)
     page = site_nb(executed)
     sources = [c.source for c in page.cells]
     assert not any('#|' in s or 'secret' in s for s in sources), sources
@@ -90,6 +100,7 @@ def test_page_source_strips_directives_hides_and_folds_solutions(tmp_path):
     assert '[next](05_next.html#part)' in sources[0]
     shown = next(c for c in page.cells if c.source == 'f()')
     assert shown.metadata['tags'] == ['remove_input']  # show_doc's output stays, its call goes
+    assert shown.outputs[0]['data']['text/markdown'] == '[source](x.py#L1)\n### f'  # no Quarto attributes
     folded = page.cells[-1]
     assert folded.cell_type == 'markdown' and folded.source.startswith('<details class="solution">')
     assert 'answer = 6 * 7' in folded.source

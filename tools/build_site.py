@@ -49,6 +49,18 @@ def link_pages(cell):
         cell.source = NOTEBOOK_LINK.sub(r'](\1.html\2)', cell.source)
 
 
+# show_doc's link to the source carries pandoc attributes, `[source](URL){target="_blank" ...}`, for Quarto
+PANDOC_ATTRIBUTES = re.compile(r'(\]\([^)]*\))\{[^}]*\}')
+
+
+def drop_pandoc_attributes(cell):
+    "Markdown outputs as plain markdown: nbconvert would print show_doc's `{target=...}` as text."
+    for output in cell.get('outputs', []):
+        markdown = output.get('data', {}).get('text/markdown')
+        if markdown:
+            output['data']['text/markdown'] = PANDOC_ATTRIBUTES.sub(r'\1', ''.join(markdown))
+
+
 def drop_timing(cell):
     "Drop execnb's timing, a number where nbformat (and so nbconvert) wants text."
     cell.metadata.pop('execution', None)
@@ -75,7 +87,7 @@ def fold_solution(cell):
 
 def site_nb(executed_path):
     "The page source of the executed notebook at `executed_path`."
-    nb = NBProcessor(executed_path, procs=[hide_, hide_input, drop_empty, drop_timing, link_pages], rm_directives=True, process=True).nb
+    nb = NBProcessor(executed_path, procs=[hide_, hide_input, drop_empty, drop_timing, link_pages, drop_pandoc_attributes], rm_directives=True, process=True).nb
     nb.cells = [fold_solution(cell) for cell in nb.cells]
     nb.metadata.pop('widgets', None)
     return nb
