@@ -12,7 +12,8 @@ ifneq ($(wildcard ../shared/data/FinancialPhraseBank-v1.0),)
 export XDT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install data test test-notebooks test-claims test-regression docs docs-check demo bench mutate semantic-mutants sync-check clean
+.PHONY: install data test test-notebooks test-claims test-regression docs docs-check demo bench mutate \
+	semantic-mutants sync-check clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,7 +51,7 @@ test-notebooks:
 $(EXECUTED): $(wildcard nbs/*.ipynb) $(wildcard xdt_nb/*.py)
 	$(MAKE) data test-notebooks
 
-# the course site in _site/ (open _site/index.html; works from file:// offline): pages from the executed copies
+# the course site in _site/ (open _site/index.html, from file:// offline): pages from the executed copies
 docs: install $(EXECUTED)
 	$(BIN)/python tools/build_site.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
@@ -80,7 +81,8 @@ semantic-mutants: install
 
 # one test file per worker (the tests of a file share one headless run); the site's tests run in docs-check
 test-regression:
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 --ignore tests/test_claims.py --ignore tests/test_site.py tests
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 --ignore tests/test_claims.py --ignore tests/test_site.py \
+		tests
 
 demo: data
 	$(BIN)/xdt run 07_demo

@@ -1,4 +1,4 @@
-"""The site's three steps, each on a small notebook or page built here: execute once, render, check in Chromium.
+"""The site's three steps on small notebooks and pages built here: execute once, render, check in Chromium.
 
 `make docs-check` runs these after the site is built (the Chromium tests borrow its MathJax); `make
 test-regression` leaves them out, as Chromium is installed only by `make docs-check`.
@@ -34,7 +34,7 @@ def notebook(path, *cells):
 
 
 def with_output(nb_path, source_end, markdown):
-    "The notebook at `nb_path` where the cell whose source ends in `source_end` shows `markdown`, as show_doc does."
+    "The notebook at `nb_path`, its cell whose source ends in `source_end` showing `markdown` (as show_doc)."
     nb = read_nb(nb_path)
     cell = next(c for c in nb.cells if c.source.endswith(source_end))
     cell.outputs = [{'output_type': 'execute_result', 'execution_count': 1, 'metadata': {},
@@ -88,11 +88,13 @@ def test_reference_leaves_out_what_the_run_skips(tmp_path):
 
 
 def test_page_source_strips_directives_hides_and_folds_solutions(tmp_path):
-    executed = notebook(tmp_path/'04_page.ipynb', ('# Page\n\n> Read [next](05_next.ipynb#part) first.', 'markdown'),
-                        '#| default_exp page',
-                        '#| hide\nsecret = 1', '#| export\ndef f(): pass', '#| echo: false\n#| output: asis\nf()',
+    executed = notebook(tmp_path/'04_page.ipynb',
+                        ('# Page\n\n> Read [next](05_next.ipynb#part) first.', 'markdown'),
+                        '#| default_exp page', '#| hide\nsecret = 1', '#| export\ndef f(): pass',
+                        '#| echo: false\n#| output: asis\nf()',
                         ('answer = 6 * 7\nanswer', ['solution']))
-    write_nb(with_output(executed, 'f()', '[source](x.py#L1){target="_blank" style="float:right"}\n### f'), executed)
+    show_doc_output = '[source](x.py#L1){target="_blank" style="float:right"}\n### f'
+    write_nb(with_output(executed, 'f()', show_doc_output), executed)
     page = site_nb(executed)
     sources = [c.source for c in page.cells]
     assert not any('#|' in s or 'secret' in s for s in sources), sources
@@ -134,7 +136,8 @@ def site(tmp_path):
 def test_check_flags_each_broken_page_and_passes_the_good_one(site):
     problems, n_pages = check_site(site/'site', site/'notebooks', site/'check')
     assert n_pages == 6
-    assert sorted(problems) == ['dead_link.html', 'no_figure.html', 'script_error.html', 'untypeset.html'], problems
+    broken = ['dead_link.html', 'no_figure.html', 'script_error.html', 'untypeset.html']
+    assert sorted(problems) == broken, problems
     assert problems['dead_link.html'] == [f'link to a missing file: {(site/"site"/"03_gone.html").as_uri()}']
     assert 'not_defined_anywhere' in problems['script_error.html'][0]
     assert 'none typeset' in problems['untypeset.html'][0]

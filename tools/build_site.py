@@ -3,7 +3,8 @@
 Each executed copy in `_build/executed/` (written by `tools/execute_nbs.py`) becomes a page source in
 `_build/site_src/`: nbdev's `#|` lines stripped, `#| hide` cells dropped (nbdev's own processors), the
 `show_doc` cells' source hidden (their output is the API reference), exercise solutions (code cells tagged
-`solution`) folded into a `<details>` block, links to notebooks pointed at their pages, and no widget state (its JavaScript would come from a CDN).
+`solution`) folded into a `<details>` block, links to notebooks pointed at their pages, and no widget state
+(its JavaScript would come from a CDN).
 MathJax 3 and material's search shim come from npm into the site: every page opens from `file://` offline.
 """
 import argparse
@@ -28,7 +29,7 @@ NPM_PACKAGES = ['mathjax@3.2.2', 'iframe-worker@1.0.4']
 
 
 def hide_input(cell):
-    "Tag a cell whose directives say `echo: false` (nbdev's `show_doc` cells) so the page shows its output only."
+    "Tag a cell whose directives say `echo: false` (nbdev's `show_doc` cells): the page shows its output."
     if cell.cell_type == 'code' and cell.directives_.get('echo') == 'false':
         cell.metadata.setdefault('tags', []).append('remove_input')
 
@@ -81,13 +82,14 @@ def fold_solution(cell):
     if cell.cell_type != 'code' or 'solution' not in cell.metadata.get('tags', []):
         return cell
     outputs = '\n'.join(output_html(o) for o in cell.get('outputs', []))
-    return mk_cell(f'<details class="solution"><summary>Solution</summary>\n\n```python\n{cell.source}\n```\n\n'
-                   f'{outputs}\n\n</details>', cell_type='markdown')
+    return mk_cell(f'<details class="solution"><summary>Solution</summary>\n\n'
+                   f'```python\n{cell.source}\n```\n\n{outputs}\n\n</details>', cell_type='markdown')
 
 
 def site_nb(executed_path):
     "The page source of the executed notebook at `executed_path`."
-    nb = NBProcessor(executed_path, procs=[hide_, hide_input, drop_empty, drop_timing, link_pages, drop_pandoc_attributes], rm_directives=True, process=True).nb
+    procs = [hide_, hide_input, drop_empty, drop_timing, link_pages, drop_pandoc_attributes]
+    nb = NBProcessor(executed_path, procs=procs, rm_directives=True, process=True).nb
     nb.cells = [fold_solution(cell) for cell in nb.cells]
     nb.metadata.pop('widgets', None)
     return nb
@@ -98,7 +100,8 @@ def install_assets(site_src):
     modules = NPM/'node_modules'
     if not all((modules/name.rsplit('@', 1)[0]).exists() for name in NPM_PACKAGES):
         NPM.mkdir(parents=True, exist_ok=True)
-        subprocess.run(['npm', 'install', '--prefix', str(NPM), '--no-audit', '--no-fund', *NPM_PACKAGES], check=True)
+        subprocess.run(['npm', 'install', '--prefix', str(NPM), '--no-audit', '--no-fund', *NPM_PACKAGES],
+                       check=True)
     assets = site_src/'assets'
     shutil.copytree(modules/'mathjax'/'es5', assets/'mathjax')
     shutil.copy(ROOT/'tools'/'site_assets'/'mathjax-config.js', assets)
@@ -113,7 +116,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     executed = sorted(args.executed.glob('*.ipynb'))
     if not executed:
-        sys.exit(f'No executed notebooks in {args.executed}: run `make test-notebooks` (tools/execute_nbs.py) first.')
+        sys.exit(f'No executed notebooks in {args.executed}: '
+                 'run `make test-notebooks` (tools/execute_nbs.py) first.')
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     for path in executed:

@@ -1,9 +1,10 @@
-"""Open every page of the built site in headless Chromium from `file://` and fail on what a reader would see broken.
+"""Open every page of the built site in headless Chromium from `file://`; fail on what a reader sees broken.
 
 `make docs-check` runs it after `make docs`. A page fails when the browser logs a console error (SEVERE: a
 script that throws, a file that does not load), when its notebook has figures (PNG outputs) and the page shows
 fewer images (or one that does not decode), or when its text holds math and MathJax typeset none of it
-(no `mjx-container`), or when it links to a file the site does not have. The landing page's screenshot is kept in the output folder.
+(no `mjx-container`), or when it links to a file the site does not have. The landing page's screenshot is
+kept in the output folder.
 """
 import argparse
 import json
@@ -45,7 +46,8 @@ def browser(chromium, chromedriver):
     "Headless Chromium that keeps the pages' console messages."
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--window-size=1280,900'):
+    for arg in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+                '--window-size=1280,900'):
         options.add_argument(arg)
     options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
     return webdriver.Chrome(options=options, service=Service(chromedriver))
@@ -73,8 +75,8 @@ def page_problems(driver, page, n_figures):
 
 
 def check_site(site, notebooks, out, chromium='/usr/bin/chromium', chromedriver='/usr/bin/chromedriver'):
-    "Problems of every page of `site` (`notebooks`: the pages' notebooks); a screenshot of its landing page in `out`."
-    # 404.html is for a web server to send for a missing page: it links from the server's root, not from file://
+    "Problems of each page of `site` (`notebooks`: the pages' notebooks); its front page's picture in `out`."
+    # 404.html is what a web server sends for a missing page: it links from the server's root, not file://
     pages = sorted(page for page in site.glob('*.html') if page.name != '404.html')
     if not pages:
         raise FileNotFoundError(f'No pages in {site}: build the site first (`make docs`).')
@@ -93,12 +95,14 @@ def check_site(site, notebooks, out, chromium='/usr/bin/chromium', chromedriver=
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--site', type=Path, default=ROOT/'_site')
-    parser.add_argument('--notebooks', type=Path, default=ROOT/'_build'/'site_src', help="the pages' notebooks")
+    parser.add_argument('--notebooks', type=Path, default=ROOT/'_build'/'site_src',
+                        help="the pages' notebooks")
     parser.add_argument('--out', type=Path, default=ROOT/'_site_check', help='where the screenshot goes')
     args = parser.parse_args(argv)
     for tool in ('chromium', 'chromedriver'):
         if not shutil.which(tool):
-            sys.exit(f'{tool} not found: install Debian\'s chromium and chromium-driver (make docs-check does).')
+            sys.exit(f"{tool} not found: install Debian's chromium and chromium-driver "
+                     "(make docs-check does).")
     problems, n_pages = check_site(args.site, args.notebooks, args.out,
                                    shutil.which('chromium'), shutil.which('chromedriver'))
     for name, found in problems.items():

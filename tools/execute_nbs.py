@@ -27,7 +27,7 @@ API_REFERENCE = '## API reference\n\nWhat this notebook exports, with its parame
 
 
 def with_api_reference(nb_path, skip_flags, force_flags):
-    "The notebook at `nb_path` closed by its API reference: nbdev's `show_doc` of each exported name the run defines."
+    "The notebook at `nb_path` closed by its API reference: nbdev's `show_doc` of each exported name defined."
     nb = NBProcessor(nb_path, procs=[add_show_docs, clean_show_doc], rm_directives=False, process=True).nb
     skipped = _skip_cell(nb, skip_flags, force_flags)
     # add_show_docs puts each show_doc right under its exported cell; at the end, every name it documents
@@ -46,7 +46,7 @@ def with_api_reference(nb_path, skip_flags, force_flags):
 
 
 def execute_nb(nb_path, out_dir, skip_flags, force_flags, cell_timeout):
-    "Write `nb_path`'s copy into `out_dir` and run it there with nbdev's `test_nb`; the copy keeps its outputs."
+    "Write `nb_path`'s copy into `out_dir`, run it there with nbdev's `test_nb`; the copy keeps its outputs."
     copy = Path(out_dir)/Path(nb_path).name
     write_nb(with_api_reference(nb_path, skip_flags, force_flags), copy)
     # test_nb runs the copy in its own folder, `_build/executed/`: the course's paths do not depend on it
@@ -59,7 +59,7 @@ def execute_nb(nb_path, out_dir, skip_flags, force_flags, cell_timeout):
 
 
 def notebooks(path=None):
-    "The notebooks `nbdev-test` would take from `path` (default: nbs/), in file-name order: the reading order."
+    "The notebooks `nbdev-test` takes from `path` (default: nbs/), in file-name order: the reading order."
     return sorted(nbglob(path or get_config().nbs_path, as_path=True))
 
 
@@ -89,8 +89,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    # the workers find `execute_nb` by its module's name, and in a worker that has run a notebook `__main__` is
-    # IPython's (its shell replaces it): so run the imported module, as nbdev-test runs nbdev.test's `test_nb`
+    # the workers find `execute_nb` by its module's name, and in a worker that has run a notebook, `__main__`
+    # is IPython's (its shell replaces it): run the imported module, as nbdev-test runs nbdev.test's `test_nb`
     sys.path.insert(0, str(ROOT))
     from tools.execute_nbs import main as imported_main
     imported_main()
