@@ -123,7 +123,8 @@ def site(tmp_path):
     (tmp_path/'site'/'assets').symlink_to(assets)
     pages = {'index': '<p>Home</p>', 'good': MATH + MATHJAX, 'script_error': SCRIPT_ERROR,
              'untypeset': MATH, 'no_figure': '<p>The plot was lost.</p>',
-             'dead_link': '<a href="good.html">fine</a> <a href="03_gone.html#top">gone</a>'}
+             'dead_link': '<a href="good.html">fine</a> <a href="03_gone.html#top">gone</a>',
+             'remote': '<img src="https://cdn.example.invalid/plot.png" alt="plot">'}
     for name, body in pages.items():
         (tmp_path/'site'/f'{name}.html').write_text(f'<!doctype html><html><body>{body}</body></html>')
     for folder in ('src', 'notebooks'):
@@ -135,11 +136,12 @@ def site(tmp_path):
 
 def test_check_flags_each_broken_page_and_passes_the_good_one(site):
     problems, n_pages = check_site(site/'site', site/'notebooks', site/'check')
-    assert n_pages == 6
-    broken = ['dead_link.html', 'no_figure.html', 'script_error.html', 'untypeset.html']
+    assert n_pages == 7
+    broken = ['dead_link.html', 'no_figure.html', 'remote.html', 'script_error.html', 'untypeset.html']
     assert sorted(problems) == broken, problems
     assert problems['dead_link.html'] == [f'link to a missing file: {(site/"site"/"03_gone.html").as_uri()}']
     assert 'not_defined_anywhere' in problems['script_error.html'][0]
     assert 'none typeset' in problems['untypeset.html'][0]
     assert '1 figures in the notebook, 0 images shown' in problems['no_figure.html'][0]
+    assert 'loads from the network: https://cdn.example.invalid/plot.png' in problems['remote.html']
     assert (site/'check'/'index.png').stat().st_size > 1000

@@ -2,9 +2,9 @@
 
 `make docs-check` runs it after `make docs`. A page fails when the browser logs a console error (SEVERE: a
 script that throws, a file that does not load), when its notebook has figures (PNG outputs) and the page shows
-fewer images (or one that does not decode), or when its text holds math and MathJax typeset none of it
-(no `mjx-container`), or when it links to a file the site does not have. The landing page's screenshot is
-kept in the output folder.
+fewer images (or one that does not decode), when its text holds math and MathJax typeset none of it (no
+`mjx-container`), when it loads anything over the network, or when it links to a file the site does not have.
+The landing page's screenshot is kept in the output folder.
 """
 import argparse
 import json
@@ -23,6 +23,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 ROOT = Path(__file__).resolve().parent.parent
 # math as the notebooks write it ($x$, $$x$$) and as MathJax also reads it (\(x\), \[x\])
 MATH = re.compile(r'\$\$.+?\$\$|\$[^$\s][^$]*?\$|\\\(.+?\\\)|\\\[.+?\\\]', re.S)
+# what the page fetched or asked for over http(s): with a network it would load, and hide that offline it cannot
+REMOTE_JS = """return performance.getEntriesByType('resource').map(e => e.name).concat(
+    Array.from(document.querySelectorAll('script[src], link[rel=stylesheet], img[src], iframe[src]'),
+               e => e.src || e.href)).filter(url => /^https?:/.test(url))"""
 MATH_SECONDS = 20  # MathJax typesets after the page loads: long enough for the biggest page on a busy machine
 
 
@@ -67,6 +71,7 @@ def page_problems(driver, page, n_figures):
         "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     if n_figures and sum(images) < n_figures:
         problems.append(f'{n_figures} figures in the notebook, {sum(images)} images shown')
+    problems += [f'loads from the network: {url}' for url in sorted(set(driver.execute_script(REMOTE_JS)))]
     links = driver.execute_script("return Array.from(document.links).map(a => a.href.split('#')[0])")
     problems += [f'link to a missing file: {link}' for link in sorted(set(links))
                  if link.startswith('file:') and not Path(unquote(urlparse(link).path)).exists()]
@@ -109,8 +114,8 @@ def main(argv=None):
         print(f'{name}:\n  ' + '\n  '.join(found))
     if problems:
         sys.exit(f'{len(problems)} of {n_pages} pages broken')
-    print(f'{n_pages} pages checked in Chromium: no console error, every figure shown, math typeset; '
-          f'screenshot {args.out/"index.png"}')
+    print(f'{n_pages} pages checked in Chromium: no console error, every figure shown, math typeset, '
+          f'nothing from the network, no dead link; screenshot {args.out/"index.png"}')
 
 
 if __name__ == '__main__':
