@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 ROOT = Path(__file__).resolve().parent.parent
 # math as the notebooks write it ($x$, $$x$$) and as MathJax also reads it (\(x\), \[x\])
 MATH = re.compile(r'\$\$.+?\$\$|\$[^$\s][^$]*?\$|\\\(.+?\\\)|\\\[.+?\\\]', re.S)
-# what the page fetched or asked for over http(s): with a network it would load, and hide that offline it cannot
+# what the page fetches over http(s): with a network it loads and hides that offline it cannot
 REMOTE_JS = """return performance.getEntriesByType('resource').map(e => e.name).concat(
     Array.from(document.querySelectorAll('script[src], link[rel=stylesheet], img[src], iframe[src]'),
                e => e.src || e.href)).filter(url => /^https?:/.test(url))"""
