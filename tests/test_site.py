@@ -92,9 +92,11 @@ def test_page_source_strips_directives_hides_and_folds_solutions(tmp_path):
                         ('# Page\n\n> Read [next](05_next.ipynb#part) first.', 'markdown'),
                         '#| default_exp page', '#| hide\nsecret = 1', '#| export\ndef f(): pass',
                         '#| echo: false\n#| output: asis\nf()',
-                        ('answer = 6 * 7\nanswer', ['solution']))
+                        ('answer = 6 * 7\nprint(answer)', ['solution']))
     show_doc_output = '[source](x.py#L1){target="_blank" style="float:right"}\n### f'
-    write_nb(with_output(executed, 'f()', show_doc_output), executed)
+    nb = with_output(executed, 'f()', show_doc_output)
+    nb.cells[-1].outputs = [{'output_type': 'stream', 'name': 'stdout', 'text': '42\n'}]  # the solution printed
+    write_nb(nb, executed)
     page = site_nb(executed)
     sources = [c.source for c in page.cells]
     assert not any('#|' in s or 'secret' in s for s in sources), sources
@@ -105,7 +107,7 @@ def test_page_source_strips_directives_hides_and_folds_solutions(tmp_path):
     assert shown.outputs[0]['data']['text/markdown'] == '[source](x.py#L1)\n### f'  # no Quarto attributes
     folded = page.cells[-1]
     assert folded.cell_type == 'markdown' and folded.source.startswith('<details class="solution">')
-    assert 'answer = 6 * 7' in folded.source
+    assert 'answer = 6 * 7' in folded.source and '<pre><code>42\n</code></pre>' in folded.source
 
 
 SCRIPT_ERROR = '<p>Fine text.</p><script>not_defined_anywhere()</script>'
