@@ -121,6 +121,8 @@ def site(tmp_path):
     assets = ROOT/'_site'/'assets'
     if not (assets/'mathjax-config.js').exists():
         pytest.fail('No built site: run `make docs` before these tests (make docs-check does).')
+    if not (shutil.which('chromium') and shutil.which('chromedriver')):
+        pytest.fail('No chromium or chromedriver: `make docs-check` installs them and runs these tests.')
     (tmp_path/'site').mkdir()
     (tmp_path/'site'/'assets').symlink_to(assets)
     pages = {'index': '<p>Home</p>', 'good': MATH + MATHJAX, 'script_error': SCRIPT_ERROR,

@@ -8,7 +8,6 @@ Each executed copy in `_build/executed/` (written by `tools/execute_nbs.py`) bec
 MathJax 3 and material's search shim come from npm into the site: every page opens from `file://` offline.
 """
 import argparse
-import base64
 import html
 import re
 import shutil
