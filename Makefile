@@ -12,13 +12,13 @@ ifneq ($(wildcard ../shared/data/FinancialPhraseBank-v1.0),)
 export XDT_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install data test test-notebooks test-claims test-regression demo bench mutate semantic-mutants sync-check \
-        colab wheel-check clean
+.PHONY: install data test test-notebooks test-claims test-regression docs docs-check demo bench mutate \
+	semantic-mutants sync-check colab wheel-check clean
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,docs]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
@@ -39,8 +39,30 @@ TEST_THREADS ?= $(shell expr $$(nproc) / 2 \| 1)
 test-notebooks test-regression: export XDT_THREADS = $(TEST_THREADS)
 test-notebooks test-regression: export OMP_NUM_THREADS = $(TEST_THREADS)
 
+# the notebooks run once, as nbdev-test runs them (`nbdev-test` still works by hand); the executed copies,
+# with their outputs, are what `make docs` renders (tools/execute_nbs.py)
+EXECUTED := _build/executed/.complete
 test-notebooks:
-	$(BIN)/nbdev-test --n-workers 2 --timing
+	rm -f $(EXECUTED)
+	$(BIN)/python tools/execute_nbs.py --n-workers 2
+	touch $(EXECUTED)
+
+# copies older than a notebook or the package are run again; after `make test` they are current
+$(EXECUTED): $(wildcard nbs/*.ipynb) $(wildcard xdt_nb/*.py)
+	$(MAKE) data test-notebooks
+
+# the course site in _site/ (open _site/index.html, from file:// offline): pages from the executed copies
+docs: install $(EXECUTED)
+	$(BIN)/python tools/build_site.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# every page in headless Chromium (Debian's, installed when missing), then the tests that the check can fail
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+docs-check: docs
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	$(BIN)/python tools/check_site.py
+	$(BIN)/pytest -q tests/test_site.py
 
 # claim tests: each fails when the mechanism it guards is switched off (seconds; `make mutate` checks them)
 test-claims:
@@ -57,9 +79,10 @@ mutate: install
 semantic-mutants: install
 	$(BIN)/python tests/mutation/semantic_mutants.py --out results/mutation
 
-# one test file per worker (the tests of a file share one headless run)
+# one test file per worker (the tests of a file share one headless run); the site's tests run in docs-check
 test-regression:
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 --ignore tests/test_claims.py tests
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=5 --ignore tests/test_claims.py --ignore tests/test_site.py \
+		tests
 
 demo: data
 	$(BIN)/xdt run 07_demo
@@ -89,4 +112,4 @@ wheel-check: install
 	tools/wheel_check.sh $(BIN)/python
 
 clean:
-	rm -rf outputs _docs _proc dist build
+	rm -rf outputs _docs _proc _build _site _site_check dist build

@@ -63,8 +63,9 @@ def evaluate(model, tokenizer, df:pd.DataFrame, labels, batch_size:int=64) -> tu
 def _pyplot(path):
     "pyplot, switched to the file-only Agg backend when saving outside a notebook (headless runs)."
     import matplotlib
-    if (path is not None
-            and matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline')):
+    # a notebook's backend reads 'inline' under execnb and recent matplotlib: leave its figures on
+    keep = ('agg', 'inline', 'module://matplotlib_inline.backend_inline')
+    if path is not None and matplotlib.get_backend().lower() not in keep:
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     return plt
