@@ -11,8 +11,9 @@ rm -rf dist
 $python -m build --outdir dist . >/dev/null
 $python -m twine check --strict dist/*
 # outside the repository: no settings.ini above it, no git checkout around the installed package
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# kept under build/ (git-ignored) rather than deleted: removing a 1 GB venv took 3-4 minutes on this disk
+tmp=$repo/build/wheel-check
+rm -rf "$tmp" && mkdir -p "$tmp"
 python3 -m venv "$tmp/venv"
 pip_install="$tmp/venv/bin/pip install -q --disable-pip-version-check -c $repo/constraints.txt"
 # torch first, pinned to the local CPU wheel, as `make install` does (an unpinned torch pulls a CUDA build)
