@@ -11,8 +11,8 @@ rm -rf dist
 $python -m build --outdir dist . >/dev/null
 $python -m twine check --strict dist/*
 # outside the repository: no settings.ini above it, no git checkout around the installed package
-# kept under build/ (git-ignored) rather than deleted: removing a 1 GB venv took 3-4 minutes on this disk
-tmp=$repo/build/wheel-check
+# one fixed folder, emptied at the start, not deleted at the end: removing its 1 GB venv took 3-4 minutes here
+tmp=${TMPDIR:-/tmp}/xdt-wheel-check
 rm -rf "$tmp" && mkdir -p "$tmp"
 python3 -m venv "$tmp/venv"
 pip_install="$tmp/venv/bin/pip install -q --disable-pip-version-check -c $repo/constraints.txt"
