@@ -20,8 +20,9 @@ from .cli import machine_info
 from .transfer import METHODS, _build_task, run_experiment, source_domains, target_test
 
 # %% auto #0
-__all__ = ['SCHEMA', 'LEXICONS', 'SPEC_FIELDS', 'data_version', 'record_spec', 'spec_key', 'git_state', 'machine_name',
-           'provenance', 'Store', 'planned_fields', 'run_once', 'spec_column', 'in_setting', 'results_index']
+__all__ = ['SCHEMA', 'LEXICONS', 'SPEC_FIELDS', 'LATER_DEFAULTS', 'data_version', 'record_spec', 'spec_key', 'git_state',
+           'machine_name', 'provenance', 'Store', 'planned_fields', 'run_once', 'spec_column', 'in_setting',
+           'results_index']
 
 # %% ../nbs/08_store.ipynb #62a6de0d
 @functools.lru_cache(maxsize=None)
@@ -44,9 +45,13 @@ def _plain(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 # %% ../nbs/08_store.ipynb #594027f6
+# fields `TrainConfig` gained after the first records were stored, at the value that trains exactly as before
+LATER_DEFAULTS = dict(accumulation_steps=1)
+
 def _config(config:dict|TrainConfig) -> dict:
-    "Every field of a `TrainConfig`, defaults filled in for fields added after a record was written."
-    return dataclasses.asdict(config if isinstance(config, TrainConfig) else TrainConfig(**config))
+    "Every field of a `TrainConfig` (defaults filled in), less a later field at the value that changes nothing."
+    full = dataclasses.asdict(config if isinstance(config, TrainConfig) else TrainConfig(**config))
+    return {k: v for k, v in full.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
 
 def _domains(spec:dict) -> list[str]:
     "The domains an experiment reads: its target and its source(s)."
