@@ -3,7 +3,7 @@
 Each executed copy in `_build/executed/` (written by `tools/execute_nbs.py`) becomes a page source in
 `_build/site_src/`: nbdev's `#|` lines stripped, `#| hide` cells dropped (nbdev's own processors), the
 `show_doc` cells' source hidden (their output is the API reference), exercise solutions (code cells tagged
-`solution`) folded into a `<details>` block, links to notebooks pointed at their pages, and no widget state
+`solution`) folded into a `<details>` block, links to notebooks pointed at their pages, the Colab badge's image from the site itself, and no widget state
 (its JavaScript would come from a CDN).
 MathJax 3 and material's search shim come from npm into the site: every page opens from `file://` offline.
 """
@@ -53,6 +53,16 @@ def link_pages(cell):
 PANDOC_ATTRIBUTES = re.compile(r'(\]\([^)]*\))\{[^}]*\}')
 
 
+# the Colab badge's image lives on Google's server: the site shows its own copy (the link still opens Colab)
+COLAB_BADGE = 'https://colab.research.google.com/assets/colab-badge.svg'
+
+
+def local_badge(cell):
+    "Show the Colab badge from the site's assets, so a page opened offline loads nothing from the network."
+    if cell.cell_type == 'markdown':
+        cell.source = cell.source.replace(COLAB_BADGE, 'assets/colab-badge.svg')
+
+
 def drop_pandoc_attributes(cell):
     "Markdown outputs as plain markdown: nbconvert would print show_doc's `{target=...}` as text."
     for output in cell.get('outputs', []):
@@ -87,7 +97,7 @@ def fold_solution(cell):
 
 def site_nb(executed_path):
     "The page source of the executed notebook at `executed_path`."
-    procs = [hide_, hide_input, drop_empty, drop_timing, link_pages, drop_pandoc_attributes]
+    procs = [hide_, hide_input, drop_empty, drop_timing, link_pages, local_badge, drop_pandoc_attributes]
     nb = NBProcessor(executed_path, procs=procs, rm_directives=True, process=True).nb
     nb.cells = [fold_solution(cell) for cell in nb.cells]
     nb.metadata.pop('widgets', None)
@@ -104,6 +114,7 @@ def install_assets(site_src):
     assets = site_src/'assets'
     shutil.copytree(modules/'mathjax'/'es5', assets/'mathjax')
     shutil.copy(ROOT/'tools'/'site_assets'/'mathjax-config.js', assets)
+    shutil.copy(ROOT/'tools'/'site_assets'/'colab-badge.svg', assets)
     (assets/'iframe-worker').mkdir()
     shutil.copy(modules/'iframe-worker'/'shim'/'index.js', assets/'iframe-worker'/'shim.js')
 
