@@ -134,12 +134,14 @@ def graph_summary(g:nx.MultiDiGraph) -> dict:
                 components=len(components), largest_components=components[:4],
                 degree=degrees.quantile([.5, .9, .99, 1]).rename(lambda q: f'q{q:g}').to_dict())
 
-# %% ../nbs/13_knowledge_graph.ipynb #68b7a1ad
+# %% ../nbs/13_knowledge_graph.ipynb #2e4beae5
 def neighbourhood(g:nx.MultiDiGraph, node:str, k:int=12) -> nx.MultiDiGraph:
-    "`node` and at most `k` of its neighbours (in or out, highest degree first), with the edges among them."
+    "`node` and at most `k` neighbours (its successors, then predecessors; highest degree first), with their edges."
     if node not in g: raise KeyError(f"{node!r} is not a node of this graph; node ids look like 'HP:0002315'.")
-    keep = sorted(set(nx.all_neighbors(g, node)), key=lambda n: (-g.degree(n), n))[:k]
-    return g.subgraph([node, *keep]).copy()
+    by_degree = lambda nodes: sorted(nodes, key=lambda n: (-g.degree(n), n))
+    successors = set(g.successors(node))
+    keep = by_degree(successors) + by_degree(set(g.predecessors(node)) - successors)
+    return g.subgraph([node, *keep[:k]]).copy()
 
 # %% ../nbs/13_knowledge_graph.ipynb #1d483252
 def transe_score(h:torch.Tensor, r:torch.Tensor, t:torch.Tensor, p:int=1) -> torch.Tensor:
