@@ -73,14 +73,19 @@ def umls_triples(split:str='train') -> pd.DataFrame:
                        names=['head', 'relation', 'tail'])
 
 # %% ../nbs/13_knowledge_graph.ipynb #7b6720e9
+def _icd10_parent(icd, code:str) -> str:
+    "The parent of `code`; for a block named like its only category (B99), the block's parent: they are one node."
+    parent = icd.get_parent(code)
+    return icd.get_parent(code, prioritize_blocks=True) if parent == code else parent
+
 def icd10_codes(limit:int|None=None # codes read, in the code list's order (None: all)
                ) -> pd.DataFrame:
     "ICD-10-CM codes (chapters, blocks, categories, subcategories) with description and parent ('' at the top)."
     wheel_file('simple_icd_10_cm', '__init__.py')   # the install hint, when it is missing
     import simple_icd_10_cm as icd
-    codes = icd.get_all_codes(with_dots=True)[:limit]
+    codes = list(dict.fromkeys(icd.get_all_codes(with_dots=True)))[:limit]   # B99: a block and its category
     return pd.DataFrame(dict(code=codes, name=[icd.get_description(c) for c in codes],
-                             parent=[icd.get_parent(c) for c in codes]))
+                             parent=[_icd10_parent(icd, c) for c in codes]))
 
 # %% ../nbs/13_knowledge_graph.ipynb #a7b130ed
 def _add_edges(g:nx.MultiDiGraph, heads, relations, tails):
