@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TRANSFER_TERMS', 'ADAPTATION_TERMS', 'TRAINING_TERMS', 'EVALUATION_TERMS', 'PLANNED_TERMS', 'GLOSSARY', 'Term',
-           'missing_references', 'glossary_markdown']
+__all__ = ['TRANSFER_TERMS', 'ADAPTATION_TERMS', 'TRAINING_TERMS', 'EVALUATION_TERMS', 'KNOWLEDGE_TERMS', 'PLANNED_TERMS',
+           'GLOSSARY', 'Term', 'missing_references', 'glossary_markdown']
 
 # %% ../nbs/90_glossary.ipynb #887feb0b
 @dataclass(frozen=True)
@@ -122,10 +122,16 @@ EVALUATION_TERMS = (
 )
 
 # %% ../nbs/90_glossary.ipynb #2844f8ff
-PLANNED_TERMS = (
-    Term('知识图谱', 'knowledge graph', ('13_knowledge_graph',), built=False, issue=47),
+KNOWLEDGE_TERMS = (
+    Term('知识图谱', 'knowledge graph', ('13_knowledge_graph',),
+         ('kg.medical_graph', 'kg.graph_summary', 'kg.neighbourhood'), issue=47),
     Term('图嵌入', 'graph embedding (TransE, RotatE, ...)', ('13_knowledge_graph',),
-         formula=r'f(h, r, t) = -\lVert \mathbf{h} + \mathbf{r} - \mathbf{t} \rVert', built=False, issue=47),
+         ('kg.transe_score', 'kg.margin_ranking_loss', 'kg.train_kge', 'kg.embed_graph',
+          'kg.load_entity_embeddings'),
+         formula=r'f(h, r, t) = -\lVert \mathbf{h} + \mathbf{r} - \mathbf{t} \rVert'),
+)
+
+PLANNED_TERMS = (
     Term('知识注入', 'knowledge injection into the encoder', ('14_medical',), built=False, issue=47),
     Term('医疗领域', 'medical case study (drug reviews, radiology reports)', ('14_medical',),
          built=False, issue=47),
@@ -134,7 +140,8 @@ PLANNED_TERMS = (
     Term('数据增强', 'data augmentation', built=False),
 )
 
-GLOSSARY = TRANSFER_TERMS + ADAPTATION_TERMS + TRAINING_TERMS + EVALUATION_TERMS + PLANNED_TERMS
+GLOSSARY = (TRANSFER_TERMS + ADAPTATION_TERMS + TRAINING_TERMS + EVALUATION_TERMS + KNOWLEDGE_TERMS
+            + PLANNED_TERMS)
 
 # %% ../nbs/90_glossary.ipynb #1a40c864
 def _resolve(name:str):
