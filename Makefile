@@ -18,7 +18,7 @@ endif
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,docs]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,docs,kg]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 

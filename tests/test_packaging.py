@@ -73,7 +73,7 @@ def test_install_cell_does_nothing_where_the_package_is_installed(monkeypatch):
 
 def test_install_cell_without_the_package_installs_it_from_the_repository_and_goes_online(monkeypatch):
     [pip], folders = _run_install_cell(monkeypatch, installed=False, on_colab=False)
-    assert pip[1:3] == ['-m', 'pip'] and pip[-1] == f'xdt_nb @ git+{OTHER_URL}'
+    assert pip[1:3] == ['-m', 'pip'] and pip[-1] == f'xdt_nb[kg] @ git+{OTHER_URL}'
     assert folders == []
     assert os.environ['XDT_OFFLINE'] == '0'
 
@@ -83,7 +83,7 @@ def test_install_cell_on_colab_works_in_a_clone_of_the_repository(monkeypatch):
     [clone, pip], folders = _run_install_cell(monkeypatch, installed=False, on_colab=True)
     assert clone[:2] == ['git', 'clone'] and OTHER_URL in clone
     assert folders == [f'{clone[-1]}/nbs']
-    assert pip[-1] == f'xdt_nb @ git+{OTHER_URL}'
+    assert pip[-1] == f'xdt_nb[kg] @ git+{OTHER_URL}'
     assert os.environ['XDT_OFFLINE'] == '0'
 
 

@@ -49,7 +49,7 @@ if 'google.colab' in sys.modules:
         subprocess.run(['git', 'clone', '-q', '--depth', '1', repository, colab_clone], check=True)
     os.chdir(f'{{colab_clone}}/nbs')
 if importlib.util.find_spec('xdt_nb') is None:
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'xdt_nb @ git+{{repository}}'], check=True)
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'xdt_nb[kg] @ git+{{repository}}'], check=True)
     importlib.invalidate_caches()'''
 
 
