@@ -89,10 +89,13 @@ demo: data
 	@cat outputs/07_demo/results.md
 	@echo "Report: outputs/07_demo/ (results.md, results.png, metrics.json, confusion matrices, models)"
 
+# `xdt bench`: fit against Trainer and the seed recipe, inference, memory, the matmul peak
+# (results/bench/<machine>.json, .md, .png); then the older studies of batching, threads and encoder size
 bench: install
-	$(BIN)/python tests/bench_padding.py
-	$(BIN)/python tests/bench_threads.py
-	$(BIN)/python tests/bench_encoders.py
+	$(BIN)/xdt bench
+	$(BIN)/python bench/bench_padding.py
+	$(BIN)/python bench/bench_threads.py
+	$(BIN)/python bench/bench_encoders.py
 
 # CI: the notebooks are the source; exporting and cleaning them must change nothing
 sync-check: install

@@ -324,13 +324,28 @@ def _add_predict(sub):
     pr.add_argument('--overwrite', action='store_true', help='replace the output file if it exists')
     pr.set_defaults(fn=_cmd_predict)
 
+# %% ../nbs/06_cli.ipynb #eac178f8
+def _cmd_bench(a):
+    from xdt_nb.bench import run_bench
+    record = run_bench(a.out_dir, command=shlex.join(['xdt'] + sys.argv[1:]), n=a.n)
+    for precision, r in record['ratios'].items():
+        print(f"{precision}: fit {r['fit_vs_best_trainer']:.2f}x the best Trainer, "
+              f"{r['fit_vs_seed_recipe']:.2f}x the seed recipe, {r['fit_mfu']:.1%} of the matmul peak")
+
+def _add_bench(sub):
+    b = sub.add_parser('bench', help='training and inference speed against Trainer, side by side (18_bench)')
+    b.add_argument('--out-dir', default='results/bench')
+    b.add_argument('--n', type=int, default=960, help='training sentences (tweets)')
+    b.set_defaults(fn=_cmd_bench)
+
 # %% ../nbs/06_cli.ipynb #087fc5c1
 def make_parser() -> argparse.ArgumentParser:
     ("`xdt`'s parser: one sub-command per verb, each added by its `_add_<verb>` above "
      "and knowing its flags, for its errors.")
     p = argparse.ArgumentParser(prog='xdt', description='Cross-domain transfer learning, in notebooks.')
     sub = p.add_subparsers(dest='cmd', required=True)
-    for add in (_add_list, _add_data, _add_run, _add_study, _add_results, _add_train, _add_predict): add(sub)
+    for add in (_add_list, _add_data, _add_run, _add_study, _add_results, _add_train, _add_predict,
+                _add_bench): add(sub)
     for verb in sub.choices.values(): verb.set_defaults(flags=verb_flags(verb))
     return p
 
