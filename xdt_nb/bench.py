@@ -14,21 +14,29 @@ import pandas as pd
 import torch
 
 # %% auto #0
-__all__ = ['TRAINERS', 'SPEED_FLAGS', 'run_measured', 'bench_sentences', 'real_tokens', 'train_speed', 'saved_model',
-           'predict_speed', 'write_csv', 'predict_csv', 'machine_peaks', 'bench_ratios', 'machine', 'machine_slug',
-           'measure_all', 'bench_table', 'plot_bench', 'run_bench']
+__all__ = ['TRAINERS', 'SPEED_FLAGS', 'own_peak_mib', 'run_measured', 'bench_sentences', 'real_tokens', 'train_speed',
+           'saved_model', 'predict_speed', 'write_csv', 'predict_csv', 'machine_peaks', 'bench_ratios', 'machine',
+           'machine_slug', 'measure_all', 'bench_table', 'plot_bench', 'run_bench']
 
 # %% ../nbs/18_bench.ipynb #2550a297
+def own_peak_mib() -> float:
+    "This process's peak resident memory (MiB) since it started its program (Linux: VmHWM; elsewhere ru_maxrss)."
+    status = Path('/proc/self/status')
+    if status.exists():  # per address space: what the parent held before exec is not counted
+        return int(re.search(r'VmHWM:\s+(\d+) kB', status.read_text())[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** (2 if sys.platform == 'darwin' else 1)
+
 def run_measured(call:str, kwargs:dict) -> dict:
     "Run `xdt_nb.bench.<call>(**kwargs)` in a fresh process; its JSON result plus its wall seconds and peak RSS."
-    script = f"import json, sys; from xdt_nb.bench import {call}; print(json.dumps({call}(**json.loads(sys.argv[1]))))"
+    script = (f"import json, sys; from xdt_nb.bench import {call}, own_peak_mib; "
+              f"print(json.dumps({call}(**json.loads(sys.argv[1])) | dict(peak_rss_mib=own_peak_mib())))")
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, '-c', script, json.dumps(kwargs)], stdout=subprocess.PIPE, text=True)
     out = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if status: raise RuntimeError(f"benchmark step {call}({kwargs}) failed (exit status {status}); its error is above.")
-    # ru_maxrss is in KiB on Linux
-    return json.loads(out.splitlines()[-1]) | dict(wall_s=time.perf_counter() - start, peak_rss_mib=usage.ru_maxrss / 1024)
+    if child.wait(): raise RuntimeError(f"benchmark step {call}({kwargs}) failed (exit status {child.returncode}); "
+                                        "its error is above.")
+    return json.loads(out.splitlines()[-1]) | dict(wall_s=time.perf_counter() - start)
 
 # %% ../nbs/18_bench.ipynb #f71ac316
 def _probe(x:int) -> dict:
@@ -135,12 +143,15 @@ def write_csv(path:Path|str, n:int) -> Path:
 def predict_csv(model_dir:Path|str, n:int, folder:Path|str) -> dict:
     "Rows/s and peak RSS (MiB) of `xdt predict` on an `n`-row CSV file, in its own process."
     rows = write_csv(Path(folder)/f'rows_{n}.csv', n)
-    cli = f"from xdt_nb.cli import main; main(['predict', {str(model_dir)!r}, {str(rows)!r}, {str(rows)!r} + '.out', '--overwrite'])"
+    cli = (f"from xdt_nb.cli import main; from xdt_nb.bench import own_peak_mib; "
+           f"main(['predict', {str(model_dir)!r}, {str(rows)!r}, {str(rows)!r} + '.out', '--overwrite']); "
+           "print(own_peak_mib())")
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, '-c', cli], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status: raise RuntimeError(f"xdt predict on {rows} failed (exit status {status}); its error is above.")
-    return dict(rows=n, rows_per_s=n / (time.perf_counter() - start), peak_rss_mib=usage.ru_maxrss / 1024)
+    child = subprocess.run([sys.executable, '-c', cli], stdout=subprocess.PIPE, text=True)
+    if child.returncode:
+        raise RuntimeError(f"xdt predict on {rows} failed (exit status {child.returncode}); its error is above.")
+    return dict(rows=n, rows_per_s=n / (time.perf_counter() - start),
+                peak_rss_mib=float(child.stdout.splitlines()[-1]))
 
 # %% ../nbs/18_bench.ipynb #14275b1b
 def machine_peaks(n:int=2048) -> dict:
