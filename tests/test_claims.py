@@ -697,10 +697,29 @@ def test_saved_model_predicts_what_the_model_predicts(small_model, tok, tmp_path
     assert np.allclose(out[[f'p_{l}' for l in LABELS]].to_numpy(), proba.round(4))
     assert json.loads((path/'xdt_record.json').read_text()) == dict(method='joint')
     pd.DataFrame(dict(review=texts)).to_csv(tmp_path/'in.csv', index=False)
-    written = X.predict_file(path, tmp_path/'in.csv', tmp_path/'out/pred.csv', text_col='review')
-    assert pd.read_csv(tmp_path/'out/pred.csv').label.tolist() == written.label.tolist() == out.label.tolist()
+    counts = X.predict_file(path, tmp_path/'in.csv', tmp_path/'out/pred.csv', text_col='review')
+    assert pd.read_csv(tmp_path/'out/pred.csv').label.tolist() == out.label.tolist()
+    assert counts.to_dict() == out.label.value_counts().to_dict()
     with pytest.raises(ValueError, match='empty or non-string'): X.predict(path, ['fine', ' '])
     with pytest.raises(FileNotFoundError, match='not a saved model'): X.load_model(tmp_path)
+
+def test_predict_file_streams_a_chunk_at_a_time(small_model, tok, tmp_path, monkeypatch):
+    "The model sees `chunk_rows` rows at a time, and the file written is the one written in one go."
+    path = X.save_model(small_model, tok, tmp_path/'m')
+    texts = [f'Review number {i}: {"great" if i % 2 else "awful"}.' for i in range(5)]
+    pd.DataFrame(dict(text=texts)).to_csv(tmp_path/'in.csv', index=False)
+    X.predict_file(path, tmp_path/'in.csv', tmp_path/'whole.csv')
+    seen = []
+    label_texts = X.label_texts
+    def counted(model, tok, labels, texts, *a):
+        seen.append(len(texts))
+        return label_texts(model, tok, labels, texts, *a)
+    monkeypatch.setattr(X, 'label_texts', counted)
+    counts = X.predict_file(path, tmp_path/'in.csv', tmp_path/'chunked.csv', chunk_rows=2)
+    assert seen == [2, 2, 1]
+    assert (tmp_path/'chunked.csv').read_bytes() == (tmp_path/'whole.csv').read_bytes()
+    assert counts.sum() == 5 and sorted(p.name for p in tmp_path.iterdir()) == ['chunked.csv', 'in.csv', 'm',
+                                                                               'whole.csv']
 
 def test_new_model_heads_are_seeded():
     t = lambda seed: no_data_task(seed=seed)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import XDT, xdt, read_json
 from xdt_nb.cli import main
-from xdt_nb.data import load_domain, load_table, read_labelled_file, read_table
+from xdt_nb.data import load_domain, load_table, read_labelled_file, read_table, read_table_chunks
 from xdt_nb.evaluate import append_record
 from xdt_nb.model import load_classifier, load_tokenizer
 from xdt_nb.train import CheckpointError, TrainConfig, TrainingDiverged, fit
@@ -280,6 +280,8 @@ def test_every_accepted_file_round_trips_its_rows(tmp_path, rows, suffix, crlf, 
     f.write_bytes(text.encode('utf-8-sig' if bom else 'utf-8'))
     back = read_or_refuse(f, [read_table])
     assert back is not None, f.read_text()
+    # read a few rows at a time (as `xdt predict` reads), the same rows
+    pd.testing.assert_frame_equal(pd.concat(read_table_chunks(f, chunk_rows=3), ignore_index=True), back)
     assert back.text.tolist() == table.text.tolist()
     assert back.label.astype(str).tolist() == table.label.astype(str).tolist()
 

@@ -313,8 +313,8 @@ def _add_train(sub):
 # %% ../nbs/06_cli.ipynb #8aaeb05a
 def _cmd_predict(a):
     from xdt_nb.transfer import predict_file
-    res = predict_file(a.model_dir, a.input, a.output, a.text_col, a.encoding, a.overwrite)
-    print(f'{len(res)} predictions written to {a.output}:', res.label.value_counts().to_dict())
+    counts = predict_file(a.model_dir, a.input, a.output, a.text_col, a.encoding, a.overwrite)
+    print(f'{counts.sum()} predictions written to {a.output}:', counts.to_dict())
 
 def _add_predict(sub):
     pr = sub.add_parser('predict', help='label a csv/tsv/jsonl with a saved model')

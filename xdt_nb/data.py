@@ -7,6 +7,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/data.html.md"""
 # %% ../nbs/01_data.ipynb #2abed6ee
 from __future__ import annotations
 import csv, functools, io, textwrap, warnings
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ from .core import Settings, get_settings
 from .sources import *  # the catalogue and its plumbing (01a); all of it is importable from here too
 
 # %% auto #0
-__all__ = ['FILE_TYPES', 'get_domain', 'domain_root', 'load_domain', 'side_by_side', 'read_table', 'require_columns',
-           'load_table', 'parse_label_map', 'task_of', 'read_labelled_file', 'register_domain', 'file_domain',
-           'check_label_spaces', 'list_domains']
+__all__ = ['FILE_TYPES', 'get_domain', 'domain_root', 'load_domain', 'side_by_side', 'read_table', 'read_table_chunks',
+           'require_columns', 'load_table', 'parse_label_map', 'task_of', 'read_labelled_file', 'register_domain',
+           'file_domain', 'check_label_spaces', 'list_domains']
 
 # %% ../nbs/01_data.ipynb #32d6d21b
 def get_domain(name:str) -> Domain:
@@ -99,24 +100,69 @@ def _parse_table(text:str, path:Path) -> pd.DataFrame:
 
 
 # %% ../nbs/01_data.ipynb #cc14ae8d
-def read_table(path:Path|str, encoding:str='utf-8') -> pd.DataFrame:
-    "The rows of a .csv, .tsv or .jsonl file as they are (CSV and TSV cells as strings)."
+def _table_file(path:Path|str) -> Path:
+    "`path` as a `Path`, refused with the fix if it is missing or of a type this package does not read."
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Data file {path} not found (working folder: {Path.cwd()}). "
                                 "Fix: check the path.")
     if path.suffix not in FILE_TYPES:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .tsv or .jsonl.")
+    return path
+
+def _empty(path:Path) -> ValueError:
+    return ValueError(f"{path} is empty. Fix: write a header line naming the columns (e.g. text,label), "
+                      "then one row per example.")
+
+def _no_rows(path:Path, columns) -> ValueError:
+    return ValueError(f"{path} has no rows under its header {list(columns)}. "
+                      "Fix: add one row per example under the header.")
+
+def read_table(path:Path|str, encoding:str='utf-8') -> pd.DataFrame:
+    "The rows of a .csv, .tsv or .jsonl file as they are (CSV and TSV cells as strings)."
+    path = _table_file(path)
     # a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
     text = read_text(path, (encoding,)).removeprefix('\ufeff')
-    if not text.strip():
-        raise ValueError(f"{path} is empty. Fix: write a header line naming the columns (e.g. text,label), "
-                         "then one row per example.")
+    if not text.strip(): raise _empty(path)
     rows = _parse_table(text, path)
-    if rows.empty:
-        raise ValueError(f"{path} has no rows under its header {list(rows.columns)}. "
-                         "Fix: add one row per example under the header.")
+    if rows.empty: raise _no_rows(path, rows.columns)
     return rows
+
+# %% ../nbs/01_data.ipynb #069f8b5c
+def _records(lines, sep:str|None):
+    "The raw text of each record in `lines`, line ends included (JSON lines: one line each)."
+    held = []
+    def feed():
+        for line in lines:
+            held.append(line)
+            yield line
+    # pandas sets no limit on a cell; the csv module's default (128 KiB) would refuse a long document
+    csv.field_size_limit(2**31 - 1)
+    for _ in csv.reader(feed(), delimiter=sep) if sep else feed():
+        yield ''.join(held)
+        held.clear()
+
+# %% ../nbs/01_data.ipynb #3f7faa10
+def read_table_chunks(path:Path|str, encoding:str='utf-8', chunk_rows:int=10_000):
+    "`read_table`'s rows, `chunk_rows` at a time, with its checks and errors; never the whole file in memory."
+    path = _table_file(path)
+    sep = FILE_TYPES[path.suffix]
+    try:
+        with open(path, encoding=encoding, newline='') as f:
+            if f.read(1) != '\ufeff': f.seek(0)   # a byte-order mark is not part of a column's name
+            # blank lines hold no rows (pandas skips them too); CSV and TSV start with their header
+            records = (r for r in _records(f, sep) if r.strip())
+            header = next(records, '') if sep else ''
+            n_rows = 0
+            for block in iter(lambda: list(islice(records, chunk_rows)), []):
+                table = _parse_table(header + ''.join(block), path)
+                n_rows += len(table)
+                if len(table): yield table
+    except UnicodeDecodeError:
+        read_text(path, (encoding,))   # raises the error that names the byte and its place in the file
+        raise
+    if not n_rows and not header: raise _empty(path)
+    if not n_rows: raise _no_rows(path, _parse_table(header, path).columns)
 
 # %% ../nbs/01_data.ipynb #be3f158f
 def require_columns(df:pd.DataFrame, path, **columns):

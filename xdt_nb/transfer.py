@@ -13,9 +13,10 @@ from typing import Callable
 
 import pandas as pd
 from accelerate import PartialState
+from tqdm.auto import tqdm
 
-from .core import atomic_write, get_settings, write_json
-from .data import check_label_spaces, get_domain, load_domain, load_table
+from .core import atomic_write, get_settings, show_progress, write_json
+from .data import check_label_spaces, get_domain, load_domain, read_table_chunks, require_columns
 from .evaluate import append_record, classification_metrics, plot_confusion, predict_proba
 from .train import TrainConfig, resolve_lr
 # every family of methods: `METHODS` is complete, and their public names can be imported from here
@@ -29,7 +30,7 @@ from .registry import _cap
 
 # %% auto #0
 __all__ = ['target_test', 'source_domains', 'source_rows', 'ExperimentResult', 'run_experiment', 'save_model', 'load_model',
-           'predict', 'predict_file']
+           'label_texts', 'predict', 'predict_file']
 
 # %% ../nbs/05f_experiment.ipynb #0ebf38bb
 def target_test(name:str, max_test:int|None=None) -> pd.DataFrame:
@@ -241,19 +242,25 @@ def load_model(path:Path|str):
     return model.eval(), tok, [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 # %% ../nbs/05f_experiment.ipynb #f77c503a
-def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
-    "Predicted label and per-class probabilities for `texts` with the model saved in `model_dir`."
-    texts = list(texts)
-    if not texts: raise ValueError("No texts to predict. Fix: pass at least one sentence.")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise ValueError(f"{len(bad)} empty or non-string text(s) at position(s) {bad[:5]}. "
-                         "Fix: drop or fill them.")
-    model, tok, labels = load_model(model_dir)
+def _check_texts(texts:list, where:str='', first:int=0):
+    "Refuse no texts, or empty or non-string ones, naming their positions (counted from `first`)."
+    if not texts: raise ValueError(f"{where}No texts to predict. Fix: pass at least one sentence.")
+    bad = [first + i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad: raise ValueError(f"{where}{len(bad)} empty or non-string text(s) at position(s) {bad[:5]}. "
+                             "Fix: drop or fill them.")
+
+def label_texts(model, tok, labels:list, texts:list, batch_size:int=64) -> pd.DataFrame:
+    "Predicted label and per-class probabilities of `texts` by a loaded model (`load_model`'s three)."
     proba = predict_proba(model, tok, texts, batch_size)
     out = pd.DataFrame(dict(text=texts, label=[labels[i] for i in proba.argmax(-1)]))
     for j, l in enumerate(labels): out[f'p_{l}'] = proba[:, j].round(4)
     return out
+
+def predict(model_dir:Path|str, texts, batch_size:int=64) -> pd.DataFrame:
+    "Predicted label and per-class probabilities for `texts` with the model saved in `model_dir`."
+    texts = list(texts)
+    _check_texts(texts)
+    return label_texts(*load_model(model_dir), texts, batch_size)
 
 def _check_output(in_path:Path, out_path:Path, overwrite:bool):
     "Refuse to write the predictions over the input file, or over any existing file unless asked to."
@@ -264,14 +271,25 @@ def _check_output(in_path:Path, out_path:Path, overwrite:bool):
         raise FileExistsError(f"{out_path} exists. Fix: name another output file, or pass overwrite=True "
                               "to replace it.")
 
-def predict_file(model_dir:Path|str, in_path:Path|str, out_path:Path|str,
-                 text_col:str='text', encoding:str='utf-8', overwrite:bool=False) -> pd.DataFrame:
-    ("Read `in_path` (csv/tsv/jsonl), predict its `text_col`, write the rows plus predictions to "
-     "`out_path` (csv), atomically: never over the input, over an existing file only if `overwrite`.")
+# %% ../nbs/05f_experiment.ipynb #e55be5fc
+def predict_file(model_dir:Path|str, in_path:Path|str, out_path:Path|str, text_col:str='text',
+                 encoding:str='utf-8', overwrite:bool=False, chunk_rows:int=10_000) -> pd.Series:
+    ("Label `in_path`'s `text_col` (csv/tsv/jsonl) `chunk_rows` rows at a time into `out_path` (csv), "
+     "atomically: never over the input, over an existing file only if `overwrite`. Rows per label.")
     in_path, out_path = Path(in_path), Path(out_path)
     _check_output(in_path, out_path, overwrite)
-    df = load_table(in_path, text_col=text_col, label_col=None, encoding=encoding)
-    res = predict(model_dir, df.text.tolist())
+    model = load_model(model_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out_path) as tmp: res.to_csv(tmp, index=False)
-    return res
+    counts, done = pd.Series(dtype='int64', name='rows'), 0
+    bar = tqdm(desc=f'predict {in_path.name}', unit=' rows', disable=not show_progress())
+    with atomic_write(out_path) as tmp, open(tmp, 'w', encoding='utf-8', newline='') as out, bar:
+        for rows in read_table_chunks(in_path, encoding, chunk_rows):
+            require_columns(rows, in_path, text_col=text_col)
+            texts = rows[text_col].tolist()
+            _check_texts(texts, f'{in_path}: ', first=done)
+            labelled = label_texts(*model, texts)
+            labelled.to_csv(out, header=not done, index=False)
+            counts = counts.add(labelled.label.value_counts(), fill_value=0)
+            done += len(texts)
+            bar.update(len(texts))
+    return counts.astype('int64')
