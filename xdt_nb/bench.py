@@ -15,8 +15,9 @@ import torch
 
 # %% auto #0
 __all__ = ['TRAINERS', 'SPEED_FLAGS', 'own_peak_mib', 'run_measured', 'bench_sentences', 'real_tokens', 'train_speed',
-           'saved_model', 'predict_speed', 'write_csv', 'predict_csv', 'machine_peaks', 'bench_ratios', 'machine',
-           'machine_slug', 'measure_all', 'bench_table', 'plot_bench', 'run_bench']
+           'measure_train', 'saved_model', 'predict_speed', 'write_csv', 'predict_csv', 'measure_inference',
+           'machine_peaks', 'bench_ratios', 'machine', 'machine_slug', 'bench_record', 'measure_all', 'bench_table',
+           'plot_bench', 'write_bench', 'run_bench']
 
 # %% ../nbs/18_bench.ipynb #2550a297
 def own_peak_mib() -> float:
@@ -27,11 +28,15 @@ def own_peak_mib() -> float:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** (2 if sys.platform == 'darwin' else 1)
 
-def run_measured(call:str, kwargs:dict) -> dict:
-    "Run `xdt_nb.bench.<call>(**kwargs)` in a fresh process; its JSON result plus its wall seconds and peak RSS."
+def run_measured(call:str, kwargs:dict, own_process:bool=True) -> dict:
+    ("Run `xdt_nb.bench.<call>(**kwargs)` in a fresh process; its JSON result plus its wall seconds and peak "
+     "RSS. `own_process=False` runs it here: no imports to wait for, but the peak is this process's.")
+    start = time.perf_counter()
+    if not own_process:
+        result = globals()[call](**kwargs)
+        return result | dict(peak_rss_mib=own_peak_mib(), wall_s=time.perf_counter() - start)
     script = (f"import json, sys; from xdt_nb.bench import {call}, own_peak_mib; "
               f"print(json.dumps({call}(**json.loads(sys.argv[1])) | dict(peak_rss_mib=own_peak_mib())))")
-    start = time.perf_counter()
     child = subprocess.Popen([sys.executable, '-c', script, json.dumps(kwargs)], stdout=subprocess.PIPE, text=True)
     out = child.stdout.read()
     if child.wait(): raise RuntimeError(f"benchmark step {call}({kwargs}) failed (exit status {child.returncode}); "
@@ -111,6 +116,12 @@ def train_speed(trainer:str, n:int, bf16:bool=False) -> dict:
     return dict(samples_per_s=n / seconds, tokens_per_s=real_tokens(tok, df.text) / seconds, seconds=seconds,
                 non_embedding_params=non_embedding_params(model))
 
+# %% ../nbs/18_bench.ipynb #42c77476
+def measure_train(n:int, own_process:bool=True) -> dict:
+    "precision -> trainer -> `train_speed`'s figures and peak RSS: every trainer, fp32 and bf16, once each."
+    return {p: {t: run_measured('train_speed', dict(trainer=t, n=n, bf16=p == 'bf16'), own_process)
+                for t in TRAINERS} for p in ('fp32', 'bf16')}
+
 # %% ../nbs/18_bench.ipynb #a7c5dcfe
 def saved_model(folder:Path|str) -> Path:
     "The default encoder with a fresh sentiment head, saved in `folder` as `xdt train` saves models."
@@ -140,18 +151,23 @@ def write_csv(path:Path|str, n:int) -> Path:
     pd.DataFrame(dict(text=[texts.iloc[i % len(texts)] for i in range(n)])).to_csv(path, index=False)
     return Path(path)
 
-def predict_csv(model_dir:Path|str, n:int, folder:Path|str) -> dict:
-    "Rows/s and peak RSS (MiB) of `xdt predict` on an `n`-row CSV file, in its own process."
-    rows = write_csv(Path(folder)/f'rows_{n}.csv', n)
-    cli = (f"from xdt_nb.cli import main; from xdt_nb.bench import own_peak_mib; "
-           f"main(['predict', {str(model_dir)!r}, {str(rows)!r}, {str(rows)!r} + '.out', '--overwrite']); "
-           "print(own_peak_mib())")
+def predict_csv(model_dir:str, csv_path:str, rows:int) -> dict:
+    "Rows/s of `xdt predict` on `csv_path` (`rows` rows), loading the model included: a `run_measured` step."
+    from xdt_nb.cli import main
     start = time.perf_counter()
-    child = subprocess.run([sys.executable, '-c', cli], stdout=subprocess.PIPE, text=True)
-    if child.returncode:
-        raise RuntimeError(f"xdt predict on {rows} failed (exit status {child.returncode}); its error is above.")
-    return dict(rows=n, rows_per_s=n / (time.perf_counter() - start),
-                peak_rss_mib=float(child.stdout.splitlines()[-1]))
+    if main(['predict', model_dir, csv_path, csv_path + '.out', '--overwrite']):
+        raise RuntimeError(f"xdt predict on {csv_path} failed; its error is above.")
+    return dict(rows=rows, rows_per_s=rows / (time.perf_counter() - start))
+
+def measure_inference(model_dir:str, n:int, csv_rows, folder:Path|str, own_process:bool=True) -> dict:
+    "`predict` and the pipeline on `n` tweets, and `xdt predict` on a CSV file of each of `csv_rows` rows."
+    infer = {name: run_measured('predict_speed', dict(model_dir=model_dir, n=n, pipeline=name == 'pipeline'),
+                                own_process) for name in ('predict', 'pipeline')}
+    # the files are written here, so that building them counts in no step's memory
+    files = [str(write_csv(Path(folder)/f'rows_{rows}.csv', rows)) for rows in csv_rows]
+    csv = [run_measured('predict_csv', dict(model_dir=model_dir, csv_path=f, rows=rows), own_process)
+           for f, rows in zip(files, csv_rows)]
+    return dict(inference=infer, predict_csv=csv)
 
 # %% ../nbs/18_bench.ipynb #14275b1b
 def machine_peaks(n:int=2048) -> dict:
@@ -190,30 +206,36 @@ def machine_slug(info:dict) -> str:
     return re.sub(r'[^a-z0-9]+', '-', name).strip('-') + f"-{info['cores']}c"
 
 # %% ../nbs/18_bench.ipynb #3a321468
-def measure_all(n:int=960, csv_rows=(10_000, 100_000), peak_size:int=2048) -> dict:
+def bench_record(n:int, train:dict, peaks:dict, inference:dict, predict_csv:list) -> dict:
+    "The figures together, `bench_ratios`, and `xdt predict`'s peak RSS on its largest file over its smallest."
+    growth = predict_csv[-1]['peak_rss_mib'] / predict_csv[0]['peak_rss_mib']
+    return dict(n_sentences=n, batch_size=16, train=train, peaks=peaks, inference=inference,
+                predict_csv=predict_csv, ratios=bench_ratios(train, peaks), predict_rss_growth=growth)
+
+def measure_all(n:int=960, csv_rows=(10_000, 100_000), peak_size:int=2048, own_process:bool=True) -> dict:
     "Every figure of the benchmark, each configuration in its own process."
-    train = {p: {t: run_measured('train_speed', dict(trainer=t, n=n, bf16=p == 'bf16')) for t in TRAINERS}
-             for p in ('fp32', 'bf16')}
-    peaks = run_measured('machine_peaks', dict(n=peak_size))
+    train = measure_train(n, own_process)
+    peaks = run_measured('machine_peaks', dict(n=peak_size), own_process)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(saved_model(tmp))
-        infer = {name: run_measured('predict_speed', dict(model_dir=model_dir, n=n, pipeline=name == 'pipeline'))
-                 for name in ('predict', 'pipeline')}
-        csv = [predict_csv(model_dir, rows, tmp) for rows in csv_rows]
-    return dict(n_sentences=n, batch_size=16, train=train, peaks=peaks, inference=infer, predict_csv=csv,
-                ratios=bench_ratios(train, peaks))
+        inference = measure_inference(str(saved_model(tmp)), n, csv_rows, tmp, own_process)
+    return bench_record(n, train, peaks, **inference)
 
 # %% ../nbs/18_bench.ipynb #84a7d8c8
 def bench_table(r:dict) -> str:
     "The markdown table of a `measure_all` result."
-    lines = ['| configuration | precision | samples/s | tokens/s | speed vs fit | peak RSS MiB |', '|---|---|---|---|---|---|']
+    lines = ["| configuration | precision | samples/s | tokens/s | fit's samples/s ÷ this one's "
+             "| peak RSS MiB |", '|---|---|---|---|---|---|']
     for precision, by in r['train'].items():
         for t, s in by.items():
             lines.append(f"| {t} | {precision} | {s['samples_per_s']:.1f} | {s['tokens_per_s']:.0f} | "
                          f"{by['fit']['samples_per_s'] / s['samples_per_s']:.2f}x | {s['peak_rss_mib']:.0f} |")
     lines += ['', '| inference | sentences/s | peak RSS MiB |', '|---|---|---|']
     lines += [f"| {k} | {s['sentences_per_s']:.1f} | {s['peak_rss_mib']:.0f} |" for k, s in r['inference'].items()]
-    lines += [f"| xdt predict, {c['rows']} rows CSV | {c['rows_per_s']:.1f} | {c['peak_rss_mib']:.0f} |" for c in r['predict_csv']]
+    first = r['predict_csv'][0]
+    lines += ['', f"| xdt predict, CSV rows | rows/s | peak RSS MiB | peak RSS ÷ the one at {first['rows']} rows "
+              "(goal ~1) |", '|---|---|---|---|']
+    lines += [f"| {c['rows']} | {c['rows_per_s']:.1f} | {c['peak_rss_mib']:.0f} | "
+              f"{c['peak_rss_mib'] / first['peak_rss_mib']:.2f}x |" for c in r['predict_csv']]
     lines += ['', '| precision | fit / best Trainer (goal >= 1.2) | fit / seed recipe (goal >= 6) | fit MFU (goal >= 60%) | peak GFLOP/s |',
               '|---|---|---|---|---|']
     lines += [f"| {p} | {q['fit_vs_best_trainer']:.2f}x | {q['fit_vs_seed_recipe']:.2f}x | {q['fit_mfu']:.1%} | "
@@ -231,15 +253,21 @@ def plot_bench(r:dict, path:Path|str|None=None, title:str=''):
     return _finish(ax.figure, path)
 
 # %% ../nbs/18_bench.ipynb #92b5f448
-def run_bench(out_dir:Path|str='results/bench', command:str='xdt bench', **sizes) -> dict:
-    "Measure everything (`measure_all` with `sizes`); write OUT_DIR/<machine>.json, .md and .png; the record."
+def write_bench(record:dict, out_dir:Path|str) -> Path:
+    "Write `record` (a `bench_record` with its command and machine) as OUT_DIR/<machine>.json, .md and .png."
     from xdt_nb.core import write_json
-    info = machine()
-    record = dict(command=command, machine=info) | measure_all(**sizes)
+    info, command = record['machine'], record['command']
     stem = Path(out_dir)/machine_slug(info)
     stem.parent.mkdir(parents=True, exist_ok=True)
     write_json(stem.with_suffix('.json'), record)
-    header = f"# `{command}` on {info['cpu']}, {info['cores']} cores\n\nflags: {', '.join(info['flags'])}; versions: {info['versions']}\n\n"
+    header = (f"# `{command}` on {info['cpu']}, {info['cores']} cores\n\n"
+              f"flags: {', '.join(info['flags'])}; versions: {info['versions']}\n\n")
     stem.with_suffix('.md').write_text(header + bench_table(record) + '\n', encoding='utf-8')
     plot_bench(record, stem.with_suffix('.png'), f"{command}: {info['cpu']}, {info['cores']} cores")
+    return stem
+
+def run_bench(out_dir:Path|str='results/bench', command:str='xdt bench', **sizes) -> dict:
+    "Measure everything (`measure_all` with `sizes`); write OUT_DIR/<machine>.json, .md and .png; the record."
+    record = dict(command=command, machine=machine()) | measure_all(**sizes)
+    write_bench(record, out_dir)
     return record

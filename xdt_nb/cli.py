@@ -331,6 +331,8 @@ def _cmd_bench(a):
     for precision, r in record['ratios'].items():
         print(f"{precision}: fit {r['fit_vs_best_trainer']:.2f}x the best Trainer, "
               f"{r['fit_vs_seed_recipe']:.2f}x the seed recipe, {r['fit_mfu']:.1%} of the matmul peak")
+    rows = [c['rows'] for c in record['predict_csv']]
+    print(f"xdt predict: peak memory at {rows[-1]} rows over {rows[0]}: {record['predict_rss_growth']:.2f}x")
 
 def _add_bench(sub):
     b = sub.add_parser('bench', help='training and inference speed against Trainer, side by side (18_bench)')
