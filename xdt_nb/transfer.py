@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/experiment.html.md"""
 
 # %% ../nbs/05f_experiment.ipynb #767a2fa4
 from __future__ import annotations
-import dataclasses, os, shutil, time
+import dataclasses, itertools, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -272,24 +272,32 @@ def _check_output(in_path:Path, out_path:Path, overwrite:bool):
                               "to replace it.")
 
 # %% ../nbs/05f_experiment.ipynb #e55be5fc
+def _text_chunks(in_path:Path, text_col:str, encoding:str, chunk_rows:int):
+    "`in_path`'s `text_col`, `chunk_rows` texts at a time, checked; positions in errors count over the file."
+    done = 0
+    for rows in read_table_chunks(in_path, encoding, chunk_rows):
+        require_columns(rows, in_path, text_col=text_col)
+        texts = rows[text_col].tolist()
+        _check_texts(texts, f'{in_path}: ', first=done)
+        done += len(texts)
+        yield texts
+
 def predict_file(model_dir:Path|str, in_path:Path|str, out_path:Path|str, text_col:str='text',
                  encoding:str='utf-8', overwrite:bool=False, chunk_rows:int=10_000) -> pd.Series:
     ("Label `in_path`'s `text_col` (csv/tsv/jsonl) `chunk_rows` rows at a time into `out_path` (csv), "
      "atomically: never over the input, over an existing file only if `overwrite`. Rows per label.")
     in_path, out_path = Path(in_path), Path(out_path)
     _check_output(in_path, out_path, overwrite)
+    chunks = _text_chunks(in_path, text_col, encoding, chunk_rows)
+    chunks = itertools.chain([next(chunks)], chunks)   # read before the model loads: bad files fail fast
     model = load_model(model_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    counts, done = pd.Series(dtype='int64', name='rows'), 0
+    counts = pd.Series(dtype='int64', name='rows')
     bar = tqdm(desc=f'predict {in_path.name}', unit=' rows', disable=not show_progress())
     with atomic_write(out_path) as tmp, open(tmp, 'w', encoding='utf-8', newline='') as out, bar:
-        for rows in read_table_chunks(in_path, encoding, chunk_rows):
-            require_columns(rows, in_path, text_col=text_col)
-            texts = rows[text_col].tolist()
-            _check_texts(texts, f'{in_path}: ', first=done)
+        for i, texts in enumerate(chunks):
             labelled = label_texts(*model, texts)
-            labelled.to_csv(out, header=not done, index=False)
+            labelled.to_csv(out, header=i == 0, index=False)
             counts = counts.add(labelled.label.value_counts(), fill_value=0)
-            done += len(texts)
             bar.update(len(texts))
     return counts.astype('int64')
