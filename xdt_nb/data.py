@@ -111,10 +111,12 @@ def _table_file(path:Path|str) -> Path:
     return path
 
 def _empty(path:Path) -> ValueError:
+    "The error for a file with nothing in it."
     return ValueError(f"{path} is empty. Fix: write a header line naming the columns (e.g. text,label), "
                       "then one row per example.")
 
 def _no_rows(path:Path, columns) -> ValueError:
+    "The error for a file with a header and no rows."
     return ValueError(f"{path} has no rows under its header {list(columns)}. "
                       "Fix: add one row per example under the header.")
 
