@@ -365,8 +365,8 @@ def repair_clipped(label:str, vocabulary:dict) -> str:
 def read_drug_conditions(root:Path, min_reviews:int=15) -> pd.DataFrame:
     "Drug reviews labelled by their repaired condition, the conditions with >= `min_reviews` reviews."
     df = read_drug_reviews(root, label='condition').dropna(subset=['label'])
-    vocabulary = pd.Series(re.findall('[a-z]+', ' '.join(df.text).lower())).value_counts()
-    repaired = {c: repair_clipped(c, vocabulary.to_dict()) for c in df.label.unique()}
+    vocabulary = pd.Series(re.findall('[a-z]+', ' '.join(df.text).lower())).value_counts().to_dict()
+    repaired = {c: repair_clipped(c, vocabulary) for c in df.label.unique()}
     df = df.assign(label=df.label.map(repaired))
     counts = df.label.value_counts()
     return df[df.label.isin(counts.index[counts >= min_reviews])].reset_index(drop=True)
