@@ -51,10 +51,10 @@ def top_categories(terms:dict, root:str=PHENOTYPE_ROOT) -> dict[str, str]:
             below.extend(children.get(node, []))
     return category
 
-# %% ../nbs/14b_knowledge_injection.ipynb #77c4b6a6
+# %% ../nbs/14b_knowledge_injection.ipynb #aa4f0f11
 def hpo_phrases(terms:dict, keep, # ids of the terms to link (e.g. `top_categories(terms)`)
                 min_chars:int=3) -> pd.DataFrame:
-    "Rows `phrase, id, kind`: each kept term's name, EXACT and layperson synonyms of >= `min_chars` characters."
+    "Rows `phrase, id, kind`: each kept term's name, EXACT and layperson synonyms (>= `min_chars` long)."
     rows = []
     for tid in keep:
         rows.append((terms[tid]['name'], tid, 'name'))
@@ -98,9 +98,9 @@ def link(nlp, texts) -> list[list[Mention]]:
     return [[Mention(e.start_char, e.end_char, e.text, e.ent_id_, e._.negex) for e in doc.ents]
             for doc in nlp.pipe(texts)]
 
-# %% ../nbs/14b_knowledge_injection.ipynb #7ebb51ee
+# %% ../nbs/14b_knowledge_injection.ipynb #14d4a44e
 def link_summary(texts, mentions:list[list[Mention]], labels=None) -> dict:
-    "Coverage, mentions per review, negated share; with `labels`, the share of reviews mentioning their label."
+    "Coverage, mentions per review, negated share; with `labels`: the share of reviews naming their label."
     flat = [m for ms in mentions for m in ms]
     out = dict(texts=len(texts), coverage=np.mean([bool(ms) for ms in mentions]),
                mentions_per_text=len(flat) / len(texts), negated=np.mean([m.negated for m in flat]))
@@ -149,10 +149,10 @@ class KnowledgeInjector(nn.Module):
         "Remember the concept row of each token of this token sequence (`mention_tokens`)."
         self.token_rows[tuple(token_ids)] = list(rows)
 
-# %% ../nbs/14b_knowledge_injection.ipynb #5b21078f
+# %% ../nbs/14b_knowledge_injection.ipynb #d4e77a91
 @torch.no_grad()
 def _rows_for(injector:KnowledgeInjector, input_ids:torch.Tensor) -> torch.Tensor:
-    "(batch, tokens) concept rows of a right-padded batch; -1 where none (and for sequences it does not know)."
+    "(batch, tokens) concept rows of a right-padded batch; -1: none, or a sequence it was not told of."
     out = torch.full(input_ids.shape, -1, dtype=torch.long)
     for b, ids in enumerate(input_ids.tolist()):
         n = len(ids)
@@ -178,12 +178,12 @@ def attach(model, injector:KnowledgeInjector):
     return model.get_input_embeddings().register_forward_hook(
         lambda module, inputs, output: injector(output, inputs[0]))
 
-# %% ../nbs/14b_knowledge_injection.ipynb #c0a8e23b
+# %% ../nbs/14b_knowledge_injection.ipynb #8419c0cd
 GRAPH_EMBEDDING = Path(xdt_nb.__file__).parents[1]/'results'/'13_knowledge_graph'/HPO_EMBEDDING_FILE
 
 @dataclasses.dataclass
 class Knowledge:
-    "What the injection methods share: HPO terms and categories, the linker, the graph's concepts and vectors."
+    "What the injection methods share: HPO terms, categories, linker, the graph's concepts and vectors."
     terms: dict
     categories: dict
     nlp: object
@@ -307,9 +307,9 @@ def graph_random_links(t:TransferTask) -> Trained:
     kn = load_knowledge()
     return _inject(t, kn.vectors, relink=lambda text, ms: random_links(text, ms, kn.concepts, t.cfg.seed))
 
-# %% ../nbs/14b_knowledge_injection.ipynb #3374a511
+# %% ../nbs/14b_knowledge_injection.ipynb #fbf29a6e
 def ablation_table(records:pd.DataFrame, baseline:str='target_only', metric:str='macro_f1') -> pd.DataFrame:
-    "Per method: mean and std of `metric` and accuracy over seeds, the paired difference to `baseline`, its p."
+    "Per method: mean, std of `metric` over seeds, the paired difference to `baseline` and its p; accuracy."
     from scipy.stats import ttest_rel
     by_seed = records.pivot_table(index='seed', columns='method', values=metric)
     base, rows = by_seed[baseline], []
