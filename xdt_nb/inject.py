@@ -26,7 +26,7 @@ __all__ = ['PHENOTYPE_ROOT', 'GRAPH_EMBEDDING', 'hpo_terms', 'top_categories', '
            'Mention', 'link', 'link_summary', 'knowledge_text', 'with_knowledge_text', 'mention_tokens',
            'KnowledgeInjector', 'attach', 'Knowledge', 'load_knowledge', 'type_features', 'shuffled_rows',
            'random_like', 'random_links', 'knowledge_as_text', 'knowledge_type', 'knowledge_graph', 'graph_shuffled',
-           'graph_random', 'graph_random_links', 'ablation_table']
+           'graph_random', 'graph_random_links', 'ablation_table', 'injection_effect']
 
 # %% ../nbs/14b_knowledge_injection.ipynb #e48ceb64
 PHENOTYPE_ROOT = 'HP:0000118'  # 'Phenotypic abnormality'; its siblings are modifiers ('Severe', 'Left', ...)
@@ -322,3 +322,21 @@ def ablation_table(records:pd.DataFrame, baseline:str='target_only', metric:str=
     table = pd.DataFrame(rows).set_index('method')
     table['accuracy'] = records.groupby('method').accuracy.mean()
     return table.sort_values('mean', ascending=False)
+
+# %% ../nbs/14b_knowledge_injection.ipynb #63808a53
+@torch.no_grad()
+def injection_effect(model, tokenizer, texts, # texts the injector was told of (e.g. by testing on them)
+                     max_length:int=128) -> dict:
+    "A trained injector's added vectors against the word embeddings (mean norms); the predictions it moves."
+    injector = model.knowledge
+    with_knowledge = predict_proba(model, tokenizer, list(texts), max_length=max_length)
+    trained_proj = injector.proj.weight.clone()
+    injector.proj.weight.zero_()
+    without = predict_proba(model, tokenizer, list(texts), max_length=max_length)
+    injector.proj.weight.copy_(trained_proj)
+    rows = sorted({r for token_rows in injector.token_rows.values() for r in token_rows if r >= 0})
+    added = injector.proj(injector.features[rows]).norm(dim=1).mean()
+    words = model.get_input_embeddings().weight.norm(dim=1).mean()
+    return dict(relative_size=float(added / words),
+                changed_predictions=float(np.mean(with_knowledge.argmax(1) != without.argmax(1))),
+                largest_probability_change=float(np.abs(with_knowledge - without).max()))
