@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from xdt_nb import adversarial as A, evaluate as E, objective as O, train as T, transfer as X
 # the modules the methods live in, where a stand-in must replace what they look up
 from xdt_nb import finetune as FT, label_shift as LS, lexicon as LX, registry as R
+from xdt_nb import inject as KI   # registers the knowledge-injection methods
 from xdt_nb.data import hash_split, label_space, load_domain
 from xdt_nb.model import load_classifier, load_tokenizer
 
@@ -567,7 +568,13 @@ def test_every_registered_method_has_a_claim_test():
                  vader_lexicon=test_vader_rule_thresholds, lm_lexicon=test_lm_lexicon_counts_positive_minus_negative_words,
                  label_shift_em=test_label_shift_em_reweights_the_calibrated_source_model,
                  lexicon_ensemble=test_lexicon_ensemble_averages_two_calibrated_experts,
-                 sequential_lexicon=test_sequential_lexicon_mixes_with_the_weight_best_on_target_dev)
+                 sequential_lexicon=test_sequential_lexicon_mixes_with_the_weight_best_on_target_dev,
+                 knowledge_text=test_knowledge_text_writes_the_concepts_before_the_review,
+                 knowledge_type=test_knowledge_type_adds_one_learned_vector_per_category,
+                 knowledge_graph=test_knowledge_graph_changes_only_the_linked_reviews,
+                 graph_shuffled=test_graph_shuffled_permutes_the_graph_vectors,
+                 graph_random=test_graph_random_keeps_only_the_graph_statistics,
+                 graph_random_links=test_graph_random_links_moves_the_mentions_to_other_concepts)
     assert set(X.METHODS) == set(tests), set(X.METHODS) ^ set(tests)
 
 # ---------------------------------------------------------------------------------------------------
@@ -1137,3 +1144,83 @@ def test_playground_probabilities_follow_the_text(small_model, tok, tmp_path):
     assert pg.plot.value[:4] == b'\x89PNG'
     pg.text.value = ''
     assert pg.probabilities is None and pg.plot.value == b''
+
+# ---------------------------------------------------------------------------------------------------
+# knowledge injection (14b): each arm changes what it claims to, and only that
+
+@pytest.fixture(scope='session')
+def knowledge(): return KI.load_knowledge()
+
+@pytest.fixture(scope='session')
+def symptom_reviews():
+    "8 short real drug reviews (sentiment labels) that each name a common symptom."
+    df = load_domain('drugs', 'train')
+    named = df.text.str.contains('tired|headache|nausea|acne|anxiety', case=False)
+    return X.few_shot(df[named & df.text.str.len().between(40, 300)].drop_duplicates('text'), 8, 0)
+
+@pytest.fixture
+def injection_task(symptom_reviews, small_model, tok, monkeypatch):
+    "A one-step task on the symptom reviews; its models are copies of the small encoder."
+    monkeypatch.setattr(R.TransferTask, 'new_model', lambda self: (copy.deepcopy(small_model), tok))
+    return lambda seed=0: R.TransferTask(LABELS, symptom_reviews, symptom_reviews, None, None,
+                                         cfg(lr=1e-3, seed=seed))
+
+def _rows_set(vectors): return set(map(bytes, vectors.numpy()))
+
+def test_knowledge_text_writes_the_concepts_before_the_review(knowledge, injection_task):
+    "The concepts' names and parents come first; a review with only negated mentions is left as it was."
+    text = 'I was always tired.'
+    mentions = knowledge.mentions([text])[0]
+    assert KI.with_knowledge_text(text, mentions, knowledge.terms) == f'Fatigue (Constitutional symptom). {text}'
+    negated = 'I had no headaches.'
+    assert KI.with_knowledge_text(negated, knowledge.mentions([negated])[0], knowledge.terms) == negated
+    trained = KI.knowledge_as_text(injection_task())
+    assert trained.info['knowledge_coverage'] > 0.5
+
+def test_knowledge_graph_changes_only_the_linked_reviews(injection_task, tok):
+    "After training, the injector moves a linked review's encoding and no other; told of no mentions, it is inert."
+    trained = KI.knowledge_graph(injection_task())
+    injector = trained.model.knowledge
+    assert injector.proj.weight.abs().sum() > 0          # trained away from its zero start
+    texts = ['I was always tired and anxious.', 'The pill works well for me.']   # the second links nothing
+    trained.predict_proba(texts)                          # links the texts and tells the injector
+    enc = tok(texts, padding=True, return_tensors='pt')
+    encode = lambda: trained.model.bert(**enc).last_hidden_state.detach()
+    injected = encode()
+    known, injector.token_rows = injector.token_rows, {}
+    plain = encode()
+    injector.token_rows = known
+    assert (injected[0] - plain[0]).abs().max() > 1e-3
+    assert torch.equal(injected[1], plain[1])
+
+def test_knowledge_type_adds_one_learned_vector_per_category(knowledge, injection_task):
+    "Features are one-hot categories: concepts of one HPO category get the same vector, others another."
+    injector = KI.knowledge_type(injection_task()).model.knowledge
+    features, row = injector.features, {c: i for i, c in enumerate(knowledge.concepts)}
+    assert features.shape == (len(knowledge.concepts), len(set(knowledge.categories.values())))
+    headache, seizure, acne = (features[row[c]] for c in ('HP:0002315', 'HP:0001250', 'HP:0001061'))
+    assert torch.equal(headache, seizure) and not torch.equal(headache, acne)
+    assert injector.proj.weight.abs().sum() > 0
+
+def test_graph_shuffled_permutes_the_graph_vectors(knowledge, injection_task):
+    "The control holds exactly the graph's vectors, nearly all on another concept; the seed picks the permutation."
+    features = KI.graph_shuffled(injection_task(seed=0)).model.knowledge.features
+    assert _rows_set(features) == _rows_set(knowledge.vectors)
+    assert (features != knowledge.vectors).any(1).float().mean() > 0.99
+    assert not torch.equal(features, KI.shuffled_rows(knowledge.vectors, seed=1))
+
+def test_graph_random_keeps_only_the_graph_statistics(knowledge, injection_task):
+    "The control's vectors share no row with the graph but have its per-dimension mean."
+    features = KI.graph_random(injection_task()).model.knowledge.features
+    assert not _rows_set(features) & _rows_set(knowledge.vectors)
+    np.testing.assert_allclose(features.mean(0), knowledge.vectors.mean(0), atol=0.05)
+
+def test_graph_random_links_moves_the_mentions_to_other_concepts(injection_task):
+    "Same reviews, same mention tokens, other concepts: every linked review's rows change."
+    graph = KI.knowledge_graph(injection_task()).model.knowledge.token_rows
+    relinked = KI.graph_random_links(injection_task()).model.knowledge.token_rows
+    linked = [ids for ids, rows in graph.items() if max(rows) >= 0]
+    assert len(linked) >= 6
+    for ids in linked:
+        assert all(b >= 0 for a, b in zip(graph[ids], relinked[ids]) if a >= 0)   # every mention token still gets one
+        assert graph[ids] != relinked[ids]

