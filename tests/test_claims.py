@@ -1224,3 +1224,65 @@ def test_graph_random_links_moves_the_mentions_to_other_concepts(injection_task)
     for ids in linked:
         assert all(b >= 0 for a, b in zip(graph[ids], relinked[ids]) if a >= 0)   # every mention token still gets one
         assert graph[ids] != relinked[ids]
+# --- Multi-label: a sigmoid and binary cross-entropy per label, and metrics per label ---------------------------
+
+FINDINGS = ['Cardiomegaly', 'Pleural Effusion', 'normal']
+
+def _with_findings(rows, sets):
+    "`rows` with lists of findings as labels, `sets` repeated in row order: labels co-occur, one is rare."
+    return rows.assign(label=[sets[i % len(sets)] for i in range(len(rows))])
+
+def test_multilabel_fit_backpropagates_weighted_binary_cross_entropy(monkeypatch, model, tok, target, dev):
+    "Each step's loss is the mean over texts and labels of BCE on sigmoids, positives weighted n_neg / n_pos; not a softmax."
+    train = _with_findings(target, [('Cardiomegaly', 'Pleural Effusion'), ('normal',), ('Cardiomegaly',), ()])
+    spy = StepSpy(monkeypatch, model)
+    T.fit(model, tok, FINDINGS, train, _with_findings(dev, [('normal',), ('Cardiomegaly',)]),
+          cfg=cfg(epochs=2, multi_label=True, class_weights=True))
+    by_ids = {tuple(tok(t, truncation=True, max_length=128)['input_ids']): l for t, l in zip(train.text, train.label)}
+    # 8 rows: Cardiomegaly in 4 (weight 4/4), Pleural Effusion in 2 (6/2), normal in 2 (6/2)
+    pos_weight = np.array([1.0, 3.0, 3.0])
+    assert len(spy.losses) == 2
+    for (ids, logits), loss in zip(spy.passes, spy.losses):
+        rows = [by_ids[tuple(r[r != tok.pad_token_id].tolist())] for r in ids]
+        y = np.array([[float(f in r) for f in FINDINGS] for r in rows])
+        p = 1 / (1 + np.exp(-logits.numpy()))
+        expected = -(pos_weight * y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+        assert loss == pytest.approx(expected, rel=1e-5)
+
+def test_multilabel_dev_scores_are_the_evaluated_metrics(model, tok, target, dev):
+    "fit's dev macro-F1 and accuracy are multilabel_metrics' macro-F1 and exact match of the kept weights."
+    train = _with_findings(target, [('Cardiomegaly', 'normal'), ('normal',)])
+    dev_rows = _with_findings(dev, [('normal',), ('Cardiomegaly', 'Pleural Effusion'), ()])
+    res = T.fit(model, tok, FINDINGS, train, dev_rows, cfg=cfg(epochs=1, multi_label=True))
+    metrics, proba = E.evaluate(model, tok, dev_rows, FINDINGS, multi_label=True)
+    assert ((proba > 0) & (proba < 1)).all() and not np.allclose(proba.sum(1), 1)   # sigmoids, not a softmax
+    assert res.best_dev_macro_f1 == pytest.approx(metrics['macro_f1'])
+    assert res.history[-1]['dev_accuracy'] == pytest.approx(metrics['exact_match'])
+
+def test_predicted_labels_are_independent_yes_no_answers():
+    "Each label is on where its sigmoid reaches the threshold: several at once, or none; argmax for one label per text."
+    logits = np.array([[2.0, 1.0, -1.0], [-2.0, -0.5, -3.0]])
+    assert T.predicted_labels(logits, multi_label=True).tolist() == [[1, 1, 0], [0, 0, 0]]
+    assert T.predicted_labels(logits, multi_label=True, threshold=0.8).tolist() == [[1, 0, 0], [0, 0, 0]]
+    assert T.predicted_labels(logits).tolist() == [0, 1]
+
+def test_multilabel_metrics_by_hand():
+    "Micro-F1 pools decisions, macro-F1 averages labels (an undetected label counts 0), AUROC counts ties as half."
+    y = np.array([[1, 0, 1], [1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    proba = np.array([[.8, .1, .3], [.7, .4, .3], [.2, .3, .1], [.4, .2, .9]])
+    m = E.multilabel_metrics(y, proba, ['A', 'B', 'C'])
+    # A: 2 of 3 found, no false alarm; B: missed; C: missed once, one false alarm
+    assert m['per_label']['A'] == dict(precision=1.0, recall=2 / 3, f1=0.8, support=3, auroc=1.0)
+    # B: its positive (.3) above the negatives .1 and .2, below .4
+    assert m['per_label']['B']['f1'] == 0.0 and m['per_label']['B']['auroc'] == pytest.approx(2 / 3)
+    # C: its positive (.3) against the negatives .3 (tie: half), .1 (above), .9 (below)
+    assert m['per_label']['C']['auroc'] == pytest.approx(1.5 / 3)
+    assert m['micro_f1'] == pytest.approx(2 * 2 / (2 * 2 + 1 + 3))   # tp 2, fp 1, fn 3
+    assert m['macro_f1'] == pytest.approx((0.8 + 0 + 0) / 3)
+    assert m['exact_match'] == 0.25 and m['macro_auroc'] == pytest.approx((1 + 2 / 3 + 0.5) / 3)
+    assert E.multilabel_metrics(y, proba, ['A', 'B', 'C'], threshold=0.25)['per_label']['B']['recall'] == 1.0
+
+def test_multilabel_refusals_name_the_fix():
+    "A string where a list of labels belongs, and an unknown finding, fail with the fix."
+    with pytest.raises(ValueError, match='not a list of labels'): T.multi_hot(['normal'], FINDINGS)
+    with pytest.raises(ValueError, match="'Edema'"): T.multi_hot([('Edema',)], FINDINGS)

@@ -15,12 +15,12 @@ import torch
 
 from .core import append_line, to_json
 from .model import TextDataset, make_loader
-from .train import predict_logits
+from .train import multi_hot, predict_logits
 
 # %% auto #0
-__all__ = ['RECORD_FIELDS', 'classification_metrics', 'majority_baseline', 'predict_proba', 'evaluate', 'plot_confusion',
-           'append_record', 'read_jsonl', 'read_records', 'summarise', 'mean_std', 'uneven_seeds', 'plot_summary',
-           'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
+__all__ = ['RECORD_FIELDS', 'classification_metrics', 'majority_baseline', 'multilabel_metrics', 'predict_proba', 'evaluate',
+           'plot_confusion', 'append_record', 'read_jsonl', 'read_records', 'summarise', 'mean_std', 'uneven_seeds',
+           'plot_summary', 'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
 
 # %% ../nbs/04_evaluate.ipynb #14bef23c
 def classification_metrics(y_true, y_pred, labels) -> dict:
@@ -45,17 +45,46 @@ def majority_baseline(train_labels, test_labels, labels) -> dict:
     top = pd.Series(list(train_labels)).value_counts().idxmax()
     return classification_metrics(test_labels, [top] * len(test_labels), labels) | dict(predicted=top)
 
+# %% ../nbs/04_evaluate.ipynb #d5a78c7d
+def _auroc(y:np.ndarray, scores:np.ndarray) -> float|None:
+    "Area under the ROC curve of one label; None when the label has one class only (it is undefined)."
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else None
+
+def multilabel_metrics(y_true, proba, labels, threshold:float=0.5) -> dict:
+    "F1 (micro, macro, weighted) at `threshold`, exact-match accuracy; per label P, R, F1, support, AUROC."
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+    labels, y_true, proba = list(labels), np.asarray(y_true), np.asarray(proba)
+    if y_true.shape != proba.shape or y_true.ndim != 2 or y_true.shape[1] != len(labels) or not len(y_true):
+        raise ValueError(f"Need 0/1 targets and probabilities of shape (texts, {len(labels)} labels), got "
+                         f"{y_true.shape} and {proba.shape}. Fix: `multi_hot` the label lists first.")
+    pred = (proba >= threshold).astype(int)
+    prec, rec, f1, support = precision_recall_fscore_support(y_true, pred, zero_division=0)
+    auroc = [_auroc(y_true[:, k], proba[:, k]) for k in range(len(labels))]
+    scored = [a for a in auroc if a is not None]
+    per_label = {l: dict(precision=float(prec[k]), recall=float(rec[k]), f1=float(f1[k]),
+                         support=int(support[k]), auroc=auroc[k]) for k, l in enumerate(labels)}
+    f1_avg = lambda avg: float(f1_score(y_true, pred, average=avg, zero_division=0))
+    return dict(n=len(y_true), micro_f1=f1_avg('micro'), macro_f1=f1_avg('macro'),
+                weighted_f1=f1_avg('weighted'),
+                exact_match=float((pred == y_true).all(1).mean()),
+                macro_auroc=float(np.mean(scored)) if scored else None, threshold=threshold,
+                per_label=per_label, labels=labels)
+
 # %% ../nbs/04_evaluate.ipynb #08c9d376
-def predict_proba(model, tokenizer, texts, batch_size:int=64, max_length:int=128) -> np.ndarray:
-    "Softmax probabilities (n_texts x n_classes) in the order of `texts`."
+def predict_proba(model, tokenizer, texts, batch_size:int=64, max_length:int=128,
+                  multi_label:bool=False) -> np.ndarray:
+    "Softmax probabilities (n_texts x n_classes) in the order of `texts`; multi-label: a sigmoid per label."
     ds = TextDataset(tokenizer, list(texts), max_length=max_length)
-    return torch.softmax(torch.from_numpy(predict_logits(model, make_loader(ds, tokenizer, batch_size))),
-                         -1).numpy()
+    logits = torch.from_numpy(predict_logits(model, make_loader(ds, tokenizer, batch_size)))
+    return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)).numpy()
 
 # %% ../nbs/04_evaluate.ipynb #c8ac8c3b
-def evaluate(model, tokenizer, df:pd.DataFrame, labels, batch_size:int=64) -> tuple[dict, np.ndarray]:
-    "(metrics, probabilities) of `model` on the `text, label` table `df`."
-    proba = predict_proba(model, tokenizer, df.text.tolist(), batch_size)
+def evaluate(model, tokenizer, df:pd.DataFrame, labels, batch_size:int=64, multi_label:bool=False,
+             threshold:float=0.5) -> tuple[dict, np.ndarray]:
+    "(metrics, probabilities) of `model` on the `text, label` table `df` (multi-label: `multilabel_metrics`)."
+    proba = predict_proba(model, tokenizer, df.text.tolist(), batch_size, multi_label=multi_label)
+    if multi_label: return multilabel_metrics(multi_hot(df.label, labels), proba, labels, threshold), proba
     pred = [list(labels)[i] for i in proba.argmax(-1)]
     return classification_metrics(df.label.tolist(), pred, labels), proba
 

@@ -100,12 +100,16 @@ class LengthBucketBatchSampler(Sampler):
         yield from (batches[k] for k in rng.permutation(len(batches)))
 
 # %% ../nbs/02_model.ipynb #15faad05
+def _label(l):
+    "A class id as an int; a multi-label 0/1 row as a list of floats (the loss compares it with sigmoids)."
+    return [float(v) for v in l] if np.ndim(l) else int(l)
+
 class TextDataset(Dataset):
-    "Tokenized texts (unpadded) with optional integer labels and each example's position."
+    "Tokenized texts (unpadded) with optional labels (class ids, or 0/1 rows: multi-label) and positions."
     def __init__(self, tokenizer, texts, labels=None, max_length:int=128):
         texts = [str(t) for t in texts]
         self.enc = tokenizer(texts, truncation=True, max_length=max_length)
-        self.labels = None if labels is None else [int(l) for l in labels]
+        self.labels = None if labels is None else [_label(l) for l in labels]
         if self.labels is not None and len(self.labels) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(self.labels)} labels.")
 

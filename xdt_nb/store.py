@@ -46,7 +46,7 @@ def _plain(v):
 
 # %% ../nbs/08_store.ipynb #594027f6
 # fields `TrainConfig` gained after the first records were stored, at the value that trains exactly as before
-LATER_DEFAULTS = dict(accumulation_steps=1)
+LATER_DEFAULTS = dict(accumulation_steps=1, multi_label=False)
 
 def _config(config:dict|TrainConfig) -> dict:
     "Every field of a `TrainConfig` (defaults filled in), less a later field at the value that changes nothing."

@@ -23,12 +23,13 @@ from .core import show_progress, set_seed
 from .model import TextDataset, make_loader, suggested_lr
 
 # %% auto #0
-__all__ = ['TrainConfig', 'resolve_lr', 'label_ids', 'class_weights', 'predict_logits', 'macro_f1', 'CheckpointError',
-           'save_checkpoint', 'load_checkpoint', 'layer_depths', 'param_groups', 'freeze_untrained', 'FitResult',
-           'training_parts', 'stream_weights', 'StepPlan', 'plan_steps', 'TrainingRun', 'make_accelerator',
-           'prepare_run', 'loss_coef', 'domain_loss', 'step_loss', 'backward_batches', 'optimiser_step',
-           'TrainingDiverged', 'check_loss', 'train_epoch', 'score_dev', 'RunProgress', 'evaluate_dev',
-           'run_fingerprint', 'save_run', 'resume_run', 'start_progress', 'fit']
+__all__ = ['TrainConfig', 'resolve_lr', 'label_ids', 'class_weights', 'multi_hot', 'label_targets', 'positive_weights',
+           'predict_logits', 'predicted_labels', 'macro_f1', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
+           'layer_depths', 'param_groups', 'freeze_untrained', 'FitResult', 'training_parts', 'stream_weights',
+           'StepPlan', 'plan_steps', 'TrainingRun', 'make_accelerator', 'prepare_run', 'loss_coef', 'domain_loss',
+           'label_loss', 'step_loss', 'backward_batches', 'optimiser_step', 'TrainingDiverged', 'check_loss',
+           'train_epoch', 'score_dev', 'RunProgress', 'evaluate_dev', 'run_fingerprint', 'save_run', 'resume_run',
+           'start_progress', 'fit']
 
 # %% ../nbs/03_train.ipynb #712f580b
 @dataclass
@@ -52,6 +53,7 @@ class TrainConfig:
     eval_steps: int = 50        # evaluate at most about this often (in steps), at epoch ends
     max_length: int = 128       # tokens per text
     mixed_precision: str = 'no' # 'bf16' (recent GPUs, CPUs with AVX512-BF16/AMX) or 'fp16' (GPU)
+    multi_label: bool = False   # several labels per text (a list each): a sigmoid and BCE per label
     seed: int = 0
 
     def __post_init__(self):
@@ -98,6 +100,33 @@ def class_weights(ids, n_classes:int) -> torch.Tensor:
     w = np.where(counts > 0, len(ids) / (n_classes * np.maximum(counts, 1)), 1.0)
     return torch.tensor(w, dtype=torch.float32)
 
+# %% ../nbs/03_train.ipynb #3229b92b
+def multi_hot(label_sets, labels) -> np.ndarray:
+    "A 0/1 matrix (texts x labels): a 1 where the text's list of labels holds that label."
+    pos = {l: i for i, l in enumerate(labels)}
+    out = np.zeros((len(label_sets), len(pos)), dtype=np.float32)
+    for i, row in enumerate(label_sets):
+        if isinstance(row, str):
+            raise ValueError(f"Row {i}'s label is the string {row!r}, not a list of labels. Fix: give each "
+                             f"row a list or tuple of labels, e.g. ({row!r},), or train single-label.")
+        unknown = sorted(set(row) - set(pos))
+        if unknown: raise ValueError(f"Label(s) {unknown} in row {i} are not in the label space "
+                                     f"{list(labels)}. Fix: add them to the labels, or drop them from the rows.")
+        out[i, [pos[l] for l in row]] = 1
+    return out
+
+# %% ../nbs/03_train.ipynb #540ba5fc
+def label_targets(labels_col, labels, multi_label:bool=False) -> np.ndarray:
+    "Training targets of a label column: class ids, or the 0/1 matrix of `multi_hot` when `multi_label`."
+    return multi_hot(labels_col, labels) if multi_label else label_ids(labels_col, labels)
+
+# %% ../nbs/03_train.ipynb #b18b2ae0
+def positive_weights(targets:np.ndarray) -> torch.Tensor:
+    "Per label n_negative / n_positive of a 0/1 target matrix; a label with no positive example gets 1."
+    pos = targets.sum(0)
+    w = np.where(pos > 0, (len(targets) - pos) / np.maximum(pos, 1), 1.0)
+    return torch.tensor(w, dtype=torch.float32)
+
 # %% ../nbs/03_train.ipynb #f8faa356
 def _gather_rows(accelerator, idx:torch.Tensor, logits:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "All processes' (row indices, logits) of this batch, joined; batch sizes may differ across processes."
@@ -119,8 +148,13 @@ def predict_logits(model, loader, accelerator=None) -> np.ndarray:
         out[idx.cpu().numpy()] = logits.cpu().numpy()
     return out
 
+def predicted_labels(logits:np.ndarray, multi_label:bool=False, threshold:float=0.5) -> np.ndarray:
+    "Class ids (the largest logit); multi-label: the 0/1 matrix of labels whose sigmoid reaches `threshold`."
+    if not multi_label: return logits.argmax(-1)
+    return (1 / (1 + np.exp(-logits)) >= threshold).astype(np.float32)
+
 def macro_f1(y_true, y_pred, n_classes:int) -> float:
-    "Macro-averaged F1 over all `n_classes` (absent classes count as 0)."
+    "Macro-averaged F1 over all `n_classes` (absent classes count as 0); 0/1 matrices: the mean over labels."
     return float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average='macro', zero_division=0))
 
 # %% ../nbs/03_train.ipynb #0cbb3832
@@ -260,18 +294,20 @@ def training_parts(train:pd.DataFrame|None, source:pd.DataFrame|None, unlabelled
 
 # %% ../nbs/03_train.ipynb #a18a3236
 def _loader(df, tokenizer, labels, cfg, shuffle, seed_offset=0, labelled=True):
-    ids = label_ids(df.label, labels) if labelled else None
+    ids = label_targets(df.label, labels, cfg.multi_label) if labelled else None
     ds = TextDataset(tokenizer, df.text.tolist(), ids, max_length=cfg.max_length)
     batch_size = cfg.batch_size if shuffle else 64
     return make_loader(ds, tokenizer, batch_size, shuffle=shuffle, seed=cfg.seed + seed_offset)
 
 # %% ../nbs/03_train.ipynb #2d52faf9
 def stream_weights(parts:list[_Part], labels, cfg:TrainConfig) -> list[torch.Tensor]:
-    "Class weights of each stream's cross-entropy (ones for unlabelled text or without `cfg.class_weights`)."
+    ("Class weights of each stream's cross-entropy, `pos_weight`s when multi-label "
+     "(ones for unlabelled text or without `cfg.class_weights`).")
     K = len(labels)
     def weights(p):
-        if cfg.class_weights and p.weight != 'none': return class_weights(label_ids(p.df.label, labels), K)
-        return torch.ones(K)
+        if not cfg.class_weights or p.weight == 'none': return torch.ones(K)
+        y = label_targets(p.df.label, labels, cfg.multi_label)
+        return positive_weights(y) if cfg.multi_label else class_weights(y, K)
     return [weights(p) for p in parts]
 
 # %% ../nbs/03_train.ipynb #97c19037
@@ -353,7 +389,7 @@ def prepare_run(model, tokenizer, labels:list, parts:list[_Part], dev:pd.DataFra
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * plan.total), plan.total)
     weights = [w.to(acc.device) for w in weights]
     return TrainingRun(cfg, labels, acc, model, head, opt, sched, parts, loaders, weights, dev_loader,
-                       label_ids(dev.label, labels), plan)
+                       label_targets(dev.label, labels, cfg.multi_label), plan)
 
 # %% ../nbs/03_train.ipynb #f8b66afc
 def loss_coef(weight:str, cfg:TrainConfig, p:float) -> float:
@@ -368,6 +404,13 @@ def domain_loss(head, feats:list[torch.Tensor], domains:list[torch.Tensor], cfg:
     # through the prepared (possibly distributed) head, so its gradients are synchronised
     return F.binary_cross_entropy_with_logits(head(torch.cat(feats), lam), torch.cat(domains).float())
 
+# %% ../nbs/03_train.ipynb #48720b83
+def label_loss(logits:torch.Tensor, y:torch.Tensor, weights:torch.Tensor,
+               multi_label:bool=False) -> torch.Tensor:
+    "Weighted cross-entropy over classes, or (multi-label) binary cross-entropy per label with `pos_weight`."
+    if multi_label: return F.binary_cross_entropy_with_logits(logits, y, pos_weight=weights)
+    return F.cross_entropy(logits, y, weight=weights)
+
 # %% ../nbs/03_train.ipynb #19de6373
 def step_loss(run:TrainingRun, streams:list, p:float) -> torch.Tensor:
     "Sum of coef * weighted cross-entropy on the streams' next batches (+ the domain loss if adversarial)."
@@ -378,7 +421,7 @@ def step_loss(run:TrainingRun, streams:list, p:float) -> torch.Tensor:
         y = b.pop('labels', None)
         out = run.model(**b, output_hidden_states=adv)
         coef = loss_coef(part.weight, run.cfg, p)
-        if coef: loss = loss + coef * F.cross_entropy(out.logits.float(), y, weight=w)
+        if coef: loss = loss + coef * label_loss(out.logits.float(), y, w, run.cfg.multi_label)
         if adv:
             feats.append(mean_pool(out.hidden_states[-1], b['attention_mask']).float())
             domains.append(torch.full((len(feats[-1]),), part.domain, device=feats[-1].device))
@@ -448,9 +491,10 @@ def train_epoch(run:TrainingRun, epoch:int, bar) -> float:
 
 # %% ../nbs/03_train.ipynb #b2d9065b
 def score_dev(run:TrainingRun) -> tuple[float, float]:
-    "Dev macro-F1 and accuracy of the model as it is now."
-    pred = predict_logits(run.model, run.dev_loader, run.acc).argmax(-1)
-    return macro_f1(run.y_dev, pred, len(run.labels)), float((pred == run.y_dev).mean())
+    "Dev macro-F1 and accuracy (multi-label: of the whole set of labels) of the model as it is now."
+    pred = predicted_labels(predict_logits(run.model, run.dev_loader, run.acc), run.cfg.multi_label)
+    hits = (pred == run.y_dev).reshape(len(pred), -1)
+    return macro_f1(run.y_dev, pred, len(run.labels)), float(hits.all(1).mean())
 
 # %% ../nbs/03_train.ipynb #05258ea8
 @dataclass
