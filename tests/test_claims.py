@@ -1353,3 +1353,41 @@ def test_leave_one_out_never_sees_the_held_out_label():
     for flipped in ('baabbb', 'aaaabb'):
         i = next(i for i, (a, b) in enumerate(zip('aaabbb', flipped)) if a != b)
         assert I.leave_one_out(x, np.array(list(flipped)))[i] == 'aaabbb'[i]
+# knowledge-graph embeddings (13_knowledge_graph): the loss they train with, the settings, the store
+
+def test_kge_softmax_loss_pushes_every_wrong_tail_by_its_probability():
+    "The 1-N loss's gradient on the scores is softmax minus one-hot: the likeliest wrong tail is pushed most."
+    from xdt_nb.kg import softmax_cross_entropy
+    scores = torch.tensor([[1., 3., 0., 2.]], requires_grad=True)
+    softmax_cross_entropy(scores, torch.tensor([0])).backward()
+    expected = scores.softmax(-1).detach() - torch.tensor([[1., 0., 0., 0.]])
+    assert torch.allclose(scores.grad, expected, atol=1e-6)
+    assert scores.grad[0, 1] == scores.grad[0, 1:].max() and scores.grad[0, 0] < 0
+
+def test_kge_settings_reach_pykeen():
+    "N3 is asked of PyKEEN only at a positive weight, and no model's entities are held to unit norm."
+    from xdt_nb.kg import _model_kwargs, kge_config
+    complex_kwargs = _model_kwargs('ComplEx', kge_config('ComplEx', n3_weight=0.05))
+    assert complex_kwargs['regularizer'] == 'lp' and complex_kwargs['regularizer_kwargs'] == dict(
+        p=3.0, weight=0.05, normalize=True)
+    assert _model_kwargs('ComplEx', kge_config('ComplEx', n3_weight=0.0))['regularizer'] is None
+    assert _model_kwargs('DistMult', kge_config('DistMult'))['entity_constrainer'] is None
+    assert _model_kwargs('TransE', kge_config('TransE'))['entity_constrainer'] is None
+    assert 'regularizer' not in _model_kwargs('RotatE', kge_config('RotatE'))
+
+def test_kge_once_trains_each_spec_once(tmp_path, monkeypatch):
+    "A (model, settings, seed) already in the store is read back, not trained; another setting is trained."
+    from xdt_nb import kg as KG
+    calls = []
+    def fake_train(name, config, seed):
+        calls.append((name, config['lr'], seed))
+        return dict(model=name, seed=seed, mrr=0.5)
+    monkeypatch.setattr(KG, 'train_kge', fake_train)
+    store = KG.Store(tmp_path/'records.jsonl')
+    first = KG.kge_once(store, 'r1', 'ComplEx', KG.kge_config('ComplEx'), 0)
+    again = KG.kge_once(store, 'r2', 'ComplEx', KG.kge_config('ComplEx'), 0)
+    assert calls == [('ComplEx', 0.01, 0)] and again['key'] == first['key'] and again['run_id'] == 'r1'
+    KG.kge_once(store, 'r3', 'ComplEx', KG.kge_config('ComplEx', lr=0.03), 0)
+    assert calls[-1] == ('ComplEx', 0.03, 0) and len(store.records()) == 2
+    assert first['spec'] == dict(task='link_prediction', dataset='UMLS', data=KG.umls_version(), model='ComplEx',
+                                 config=KG.kge_config('ComplEx'), seed=0)

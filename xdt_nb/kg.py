@@ -6,7 +6,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/knowledge_graph.html.md"""
 
 # %% ../nbs/13_knowledge_graph.ipynb #986bd119
 from __future__ import annotations
-import dataclasses, importlib.util, json, time
+import dataclasses, hashlib, importlib.util, json, time
 from pathlib import Path
 
 import networkx as nx
@@ -14,10 +14,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .core import append_line, to_json
+from .store import Store, provenance, spec_key
+
 # %% auto #0
-__all__ = ['UMLS_SPLITS', 'KGE_MODELS', 'UMLS_PUBLISHED', 'HPO_EMBEDDING_FILE', 'wheel_file', 'parse_obo', 'read_hpoa',
-           'umls_triples', 'icd10_codes', 'add_hpo', 'add_umls', 'add_icd10', 'medical_graph', 'graph_summary',
-           'neighbourhood', 'transe_score', 'margin_ranking_loss', 'kge_metrics', 'train_kge', 'graph_triples',
+__all__ = ['UMLS_SPLITS', 'KGE_BASE', 'KGE_MODELS', 'KGE_SEARCH', 'UMLS_PUBLISHED', 'HPO_EMBEDDING_FILE', 'wheel_file',
+           'parse_obo', 'read_hpoa', 'umls_triples', 'icd10_codes', 'add_hpo', 'add_umls', 'add_icd10', 'medical_graph',
+           'graph_summary', 'neighbourhood', 'transe_score', 'margin_ranking_loss', 'softmax_cross_entropy',
+           'kge_config', 'kge_metrics', 'train_kge', 'umls_version', 'kge_spec', 'kge_once', 'graph_triples',
            'GraphEmbedding', 'embed_graph', 'triple_auc', 'save_entity_embeddings', 'load_entity_embeddings']
 
 # %% ../nbs/13_knowledge_graph.ipynb #278031f6
@@ -162,15 +166,33 @@ def margin_ranking_loss(positive:torch.Tensor, # scores of true triples, shape (
     "Mean of max(0, margin - positive + negative) over every (true triple, corruption) pair."
     return torch.relu(margin - positive[:, None] + negative).mean()
 
+# %% ../nbs/13_knowledge_graph.ipynb #dcbdf519
+def softmax_cross_entropy(scores:torch.Tensor, # scores of every candidate tail, shape (n, entities)
+                          true:torch.Tensor    # index of the true tail of each query, shape (n,)
+                         ) -> torch.Tensor:
+    "Mean over queries of -score(true) + logsumexp(scores): -log of the softmax probability of the true tail."
+    return (torch.logsumexp(scores, dim=-1) - scores.gather(-1, true[:, None]).squeeze(-1)).mean()
+
 # %% ../nbs/13_knowledge_graph.ipynb #f5f4868f
-KGE_MODELS = {  # PyKEEN model name -> settings; `epochs` gives the full run's length
-    'TransE': dict(model_kwargs=dict(embedding_dim=200), lr=0.01, epochs=100),
-    'DistMult': dict(model_kwargs=dict(embedding_dim=200), lr=0.01, epochs=100),
-    'ComplEx': dict(model_kwargs=dict(embedding_dim=200), lr=0.01, epochs=100),
-    'RotatE': dict(model_kwargs=dict(embedding_dim=200), lr=0.01, epochs=100),
+KGE_BASE = dict(embedding_dim=200, lr=0.01, batch_size=512, max_epochs=60, check_every=5, patience=3,
+                min_gain=0.001, inverse_triples=True, n3_weight=0.0)
+KGE_MODELS = {  # PyKEEN model name -> what differs from KGE_BASE
+    'TransE': dict(),
+    'DistMult': dict(n3_weight=0.01),
+    'ComplEx': dict(n3_weight=0.01),
+    'RotatE': dict(),
 }
+KGE_SEARCH = dict(lr=[0.01, 0.03])   # tried for every model on the validation split, one run each
 # Dettmers et al. 2018, "Convolutional 2D Knowledge Graph Embeddings" (AAAI), link prediction on UMLS
 UMLS_PUBLISHED = {'ConvE (Dettmers et al. 2018)': dict(mrr=0.94, hits_at_10=0.99)}
+
+def kge_config(name:str, **changes) -> dict:
+    "The full settings of model `name`: KGE_BASE, then its KGE_MODELS entry, then `changes`."
+    if name not in KGE_MODELS:
+        raise ValueError(f"No KGE model {name!r}; the models are {list(KGE_MODELS)} (add one to KGE_MODELS).")
+    unknown = sorted(set(changes) - set(KGE_BASE))
+    if unknown: raise ValueError(f"Unknown KGE setting(s) {unknown}; the settings are {list(KGE_BASE)}.")
+    return KGE_BASE | KGE_MODELS[name] | changes
 
 # %% ../nbs/13_knowledge_graph.ipynb #60aadca2
 def kge_metrics(result) -> dict:
@@ -179,22 +201,55 @@ def kge_metrics(result) -> dict:
     return dict(mrr=metric('both.realistic.inverse_harmonic_mean_rank'),
                 **{f'hits_at_{k}': metric(f'both.realistic.hits_at_{k}') for k in (1, 3, 10)})
 
-def train_kge(name:str,               # a key of KGE_MODELS
-              epochs:int|None=None,   # None: the model's own number in KGE_MODELS
-              seed:int=0):
-    "Train `name` on UMLS's train split; -> (filtered test metrics (`kge_metrics`) and seconds, result)."
-    if name not in KGE_MODELS:
-        raise ValueError(f"No KGE model {name!r}; the models are {list(KGE_MODELS)} (add one to KGE_MODELS).")
-    from pykeen.datasets import UMLS
+def _model_kwargs(name:str, config:dict) -> dict:
+    "PyKEEN model arguments: Xavier-normal start, no unit-norm entities (the softmax needs room), N3 if asked."
+    kwargs = dict(embedding_dim=config['embedding_dim'], entity_initializer='xavier_normal_')
+    if name in ('TransE', 'DistMult'): kwargs['entity_constrainer'] = None
+    if name in ('DistMult', 'ComplEx'):
+        n3 = dict(regularizer='lp', regularizer_kwargs=dict(p=3.0, weight=config['n3_weight'], normalize=True))
+        kwargs |= dict(relation_initializer='xavier_normal_') | (n3 if config['n3_weight'] else dict(regularizer=None))
+    return kwargs
+
+# %% ../nbs/13_knowledge_graph.ipynb #c8b6b397
+def train_kge(name:str,            # a key of KGE_MODELS
+              config:dict,         # full settings, from `kge_config`
+              seed:int=0) -> dict:
+    "Train on UMLS's train split (LCWA, softmax loss, Adam), stop early on validation MRR; test metrics."
     from pykeen.pipeline import pipeline
-    settings, t0 = KGE_MODELS[name], time.time()
-    epochs = epochs or settings['epochs']
-    result = pipeline(dataset=UMLS(), model=name, model_kwargs=settings['model_kwargs'], training_loop='lcwa',
-                      loss='CrossEntropyLoss', optimizer='Adam', optimizer_kwargs=dict(lr=settings['lr']),
-                      training_kwargs=dict(num_epochs=epochs, batch_size=256, use_tqdm=False),
-                      evaluation_kwargs=dict(batch_size=256, use_tqdm=False), random_seed=seed, device='cpu')
-    seconds = time.time() - t0
-    return dict(model=name, epochs=epochs, seconds=round(seconds, 1), **kge_metrics(result)), result
+    t0 = time.time()
+    result = pipeline(
+        dataset='UMLS', dataset_kwargs=dict(create_inverse_triples=config['inverse_triples']),
+        model=name, model_kwargs=_model_kwargs(name, config), training_loop='lcwa', loss='CrossEntropyLoss',
+        optimizer='Adam', optimizer_kwargs=dict(lr=config['lr']), stopper='early',
+        stopper_kwargs=dict(frequency=min(config['check_every'], config['max_epochs']), patience=config['patience'],
+                            relative_delta=config['min_gain'], metric='inverse_harmonic_mean_rank',
+                            evaluation_batch_size=256),
+        training_kwargs=dict(num_epochs=config['max_epochs'], batch_size=config['batch_size'], use_tqdm=False),
+        evaluation_kwargs=dict(batch_size=256, use_tqdm=False), random_seed=seed, device='cpu')
+    return dict(model=name, seed=seed, epochs=len(result.losses), best_epoch=result.stopper.best_epoch,
+                seconds=round(time.time() - t0, 1), valid_mrr=result.stopper.best_metric, **kge_metrics(result))
+
+# %% ../nbs/13_knowledge_graph.ipynb #654dbc7d
+def umls_version() -> str:
+    "12 hex digits of a hash of UMLS's three split files, as PyKEEN ships them."
+    digest = hashlib.sha256()
+    for split in UMLS_SPLITS: digest.update(wheel_file('pykeen', 'datasets', 'umls', f'{split}.txt').read_bytes())
+    return digest.hexdigest()[:12]
+
+def kge_spec(name:str, config:dict, seed:int) -> dict:
+    "What a KGE record answers: the task, the data (and its version), the model, its settings and the seed."
+    return dict(task='link_prediction', dataset='UMLS', data=umls_version(), model=name, config=config, seed=seed)
+
+# %% ../nbs/13_knowledge_graph.ipynb #6cb4fc03
+def kge_once(store:Store, run_id:str, name:str, config:dict, seed:int=0, command:str='interactive') -> dict:
+    "The record of `train_kge(name, config, seed)`: from `store` when there, else trained and appended."
+    spec = kge_spec(name, config, seed)
+    key = spec_key(spec)
+    if key in store.latest(): return store.latest()[key]
+    record = dict(notebook='13_knowledge_graph', command=command, **train_kge(name, config, seed), config=config)
+    record |= provenance(run_id) | dict(key=key, spec=spec)
+    append_line(store.path, to_json(record))
+    return record
 
 # %% ../nbs/13_knowledge_graph.ipynb #c31bc84f
 def graph_triples(g:nx.MultiDiGraph, sources=('HPO', 'disease')) -> np.ndarray:
