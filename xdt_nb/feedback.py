@@ -56,10 +56,11 @@ def confident_mistakes(errors:pd.DataFrame, k:int=5) -> pd.DataFrame:
 def suggest_config(trial,                 # an Optuna trial (or `optuna.trial.FixedTrial(params)`)
                    base:TrainConfig,      # the settings that are not searched (lengths, seed, ...)
                    alpha:bool=True,       # search alpha too (False: a run without a source)
+                   epochs:tuple=(2, 6),   # the range of epochs searched (CI slices shrink it)
                   ) -> TrainConfig:
     "`base` with the hyperparameters `trial` draws: learning rate, epochs, alpha, class weights, warm-up."
     drawn = dict(lr=trial.suggest_float('lr', 2e-5, 3e-4, log=True),
-                 epochs=trial.suggest_int('epochs', 2, 6),
+                 epochs=trial.suggest_int('epochs', *epochs),
                  class_weights=trial.suggest_categorical('class_weights', [True, False]),
                  warmup=trial.suggest_float('warmup', 0.0, 0.3))
     if alpha: drawn['alpha'] = trial.suggest_float('alpha', 0.1, 3.0, log=True)
@@ -98,11 +99,11 @@ def run_trials(study, objective:Callable, n_trials:int):
     return study
 
 # %% ../nbs/16_feedback.ipynb #378db468
-def task_objective(task:TransferTask, base:TrainConfig) -> Callable:
+def task_objective(task:TransferTask, base:TrainConfig, epochs:tuple=(2, 6)) -> Callable:
     "The Optuna objective of `task`: the best dev macro-F1 of one `fit` with the trial's configuration."
     has_source = task.source_train is not None
     def objective(trial) -> float:
-        cfg = suggest_config(trial, base, alpha=has_source)
+        cfg = suggest_config(trial, base, alpha=has_source, epochs=epochs)
         model, tok = dataclasses.replace(task, cfg=cfg).new_model()
         res = fit(model, tok, task.labels, task.target_train, task.target_dev, source=task.source_train,
                   cfg=cfg, on_eval=PruneOnDev(trial))
