@@ -155,7 +155,7 @@ def query(strategy:str,            # one of `STRATEGIES`
 # %% ../nbs/16_feedback.ipynb #39672ac8
 def train_round(source_model, tokenizer, labels, labelled:pd.DataFrame, dev:pd.DataFrame,
                 cfg:TrainConfig) -> tuple[object, float]:
-    "A copy of `source_model` fine-tuned on `labelled` (kept as it was when that does not help on dev); seconds."
+    "A copy of `source_model` fine-tuned on `labelled` (unchanged if that does not help on dev); seconds."
     model = copy.deepcopy(source_model)
     res = fit(model, tokenizer, labels, labelled, dev, cfg=dataclasses.replace(cfg, alpha=0.0), keep_start=True)
     return model, res.train_seconds
@@ -202,7 +202,8 @@ def grow_curve(t:ActiveTask, strategy:str, budgets, labelled:np.ndarray, proba:n
     "The records of rounds 1.. : grow the labelled rows to each of `budgets` by `strategy`."
     records = []
     for round_, budget in enumerate(budgets, start=1):
-        picked = query(strategy, proba, t.embeddings, labelled, budget - len(labelled), seed=t.cfg.seed + round_)
+        n_new = budget - len(labelled)
+        picked = query(strategy, proba, t.embeddings, labelled, n_new, seed=t.cfg.seed + round_)
         labelled = np.concatenate([labelled, picked])
         record, proba = _round(t, labelled, strategy, round_)
         records.append(record)
@@ -211,7 +212,8 @@ def grow_curve(t:ActiveTask, strategy:str, budgets, labelled:np.ndarray, proba:n
 # %% ../nbs/16_feedback.ipynb #5f6e33a1
 def label_savings(curves:pd.DataFrame,   # mean score by budget (rows) and strategy (columns)
                   strategy:str, budget:int, reference_budget:int) -> dict:
-    "`strategy`'s gain over random at `budget`; the fewest labels with which it reaches random's `reference_budget` score."
+    ("`strategy`'s gain over random at `budget`; "
+     "the fewest labels with which it reaches random's score at `reference_budget`.")
     target = curves.loc[reference_budget, 'random']
     reached = curves.index[curves[strategy] >= target]
     return dict(gain=float(curves.loc[budget, strategy] - curves.loc[budget, 'random']),
