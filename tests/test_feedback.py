@@ -1,4 +1,4 @@
-"""Claim tests of `16_feedback`: pruning reaches into `fit`, and the active-learning strategies pick what they claim.
+"""Claim tests of `16_feedback`: pruning reaches into `fit`; the active-learning strategies pick what they claim.
 
 Each fails when the mechanism it guards is removed: `fit` not calling its `on_eval` hook, a strategy ranking the
 wrong way, k-center ignoring the distances, an unseeded random draw.
@@ -47,7 +47,8 @@ def test_pruning_stops_fit_at_its_first_evaluation(prune):
 def test_entropy_picks_the_most_uncertain_rows():
     proba = np.array([[.9, .05, .05], [.34, .33, .33], [.6, .2, .2], [.5, .25, .25], [.98, .01, .01]])
     assert sorted(FB.query('entropy', proba, np.zeros((5, 2)), [], 2)) == [1, 3]
-    assert FB.query('entropy', proba, np.zeros((5, 2)), [1], 1).tolist() == [3]   # labelled rows are never picked
+    # labelled rows are never picked
+    assert FB.query('entropy', proba, np.zeros((5, 2)), [1], 1).tolist() == [3]
 
 
 def test_margin_picks_the_closest_two_classes():
