@@ -15,7 +15,7 @@ from .core import configure_threads, find_settings_file, get_settings, write_jso
 # %% auto #0
 __all__ = ['FILE_PARAMS', 'RESULTS_HEADER', 'project_root', 'find_notebook', 'parse_value', 'notebook_parameters', 'machine_info',
            'NotebookFailed', 'failure_message', 'run_notebook', 'as_flag', 'verb_flags', 'cli_terms', 'study_paths',
-           'study_notebook', 'make_parser', 'main']
+           'study_notebook', 'train_config', 'make_parser', 'main']
 
 # %% ../nbs/06_cli.ipynb #ddce26ef
 def project_root() -> Path:
@@ -257,11 +257,16 @@ def _train_target(a) -> str:
     return a.target
 
 # %% ../nbs/06_cli.ipynb #7235f1c9
-def _cmd_train(a):
+def train_config(a) -> 'TrainConfig':
+    "The `TrainConfig` of `xdt train`'s parsed arguments `a`."
     from xdt_nb.train import TrainConfig
+    return TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, alpha=a.alpha, min_steps=a.min_steps,
+                       mixed_precision=a.mixed_precision, accumulation_steps=a.accumulation_steps,
+                       class_weights=a.class_weights, warmup=a.warmup)
+
+def _cmd_train(a):
     from xdt_nb.transfer import run_experiment, save_model
-    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, alpha=a.alpha, min_steps=a.min_steps,
-                      mixed_precision=a.mixed_precision, accumulation_steps=a.accumulation_steps)
+    cfg = train_config(a)
     target = _train_target(a)
     out = Path(a.out_dir
                or get_settings().output_dir/f'train_{a.source or target}_{target}_{a.method}_s{a.seed}')
@@ -292,6 +297,10 @@ def _add_train(sub):
                    help='batches per optimiser step: a batch that many times larger, in the memory of one')
     t.add_argument('--alpha', type=float, default=0.0)
     t.add_argument('--min-steps', type=int, default=0)
+    # what tuning the finance model found to matter (16_feedback): class weights off, the schedule's warm-up
+    t.add_argument('--no-class-weights', dest='class_weights', action='store_false',
+                   help='plain cross-entropy (default: classes weighted n / (K n_y))')
+    t.add_argument('--warmup', type=float, default=0.1, help='fraction of steps with rising learning rate')
     t.add_argument('--max-source', type=int, default=None)
     t.add_argument('--label-free', type=int, default=0, metavar='N',
                    help='also score the model on N unlabelled target sentences: '

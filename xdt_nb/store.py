@@ -20,9 +20,9 @@ from .cli import machine_info
 from .transfer import METHODS, _build_task, run_experiment, source_domains, target_test
 
 # %% auto #0
-__all__ = ['SCHEMA', 'LEXICONS', 'SPEC_FIELDS', 'LATER_DEFAULTS', 'data_version', 'record_spec', 'spec_key', 'git_state',
-           'machine_name', 'provenance', 'Store', 'planned_fields', 'run_once', 'spec_column', 'in_setting',
-           'results_index']
+__all__ = ['SCHEMA', 'LEXICONS', 'SPEC_FIELDS', 'OPTIONAL_SPEC_FIELDS', 'LATER_DEFAULTS', 'data_version', 'record_spec',
+           'spec_key', 'git_state', 'machine_name', 'provenance', 'Store', 'planned_fields', 'run_once', 'spec_column',
+           'in_setting', 'results_index']
 
 # %% ../nbs/08_store.ipynb #62a6de0d
 @functools.lru_cache(maxsize=None)
@@ -38,6 +38,9 @@ LEXICONS = ('vader_lexicon', 'lm_lexicon')  # methods that train nothing: no Tra
 
 SPEC_FIELDS = ('method', 'source', 'target', 'n_target_labels', 'seed', 'model', 'config',
                'n_source', 'n_test', 'dev_labels', 'max_dev', 'max_unlabelled', 'n_label_free')
+# fields of some studies only (active learning's, `16_feedback`): in a spec where a record has them, so
+# that the keys of the records without them stay as they were
+OPTIONAL_SPEC_FIELDS = ('strategy', 'round')
 
 def _plain(v):
     "JSON's view of a field: a missing one (None or NaN) is None, a whole float is an int."
@@ -66,6 +69,7 @@ def record_spec(record:dict) -> dict:
     # a method that reads no source records its target as `source`: that is not a source
     if not METHODS[spec['method']].needs_source: spec['source'] = None
     spec['n_label_free'] = spec['n_label_free'] or 0
+    spec |= {f: _plain(record[f]) for f in OPTIONAL_SPEC_FIELDS if _plain(record.get(f)) is not None}
     spec['data'] = {d: data_version(d) for d in _domains(spec)}
     return spec
 
