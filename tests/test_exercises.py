@@ -14,8 +14,8 @@ SOLUTION_METADATA = {'tags': ['solution'], 'jupyter': {'source_hidden': True}}
 # notebooks that must end with exercises (others that have a section are checked too)
 WITH_EXERCISES = ['01_data', '02_model', '02a_adversarial', '03_train', '03a_pretrain', '04_evaluate',
                   '05_transfer', '05a_finetune', '05b_label_shift', '05c_self_training', '05d_lexicon',
-                  '05e_label_free', '08_store', '09_analysis', '10_math', '11_cross_domain', '15_gpu_training',
-                  '91_article_code']
+                  '05e_label_free', '08_store', '09_analysis', '10_math', '11_cross_domain', '14_medical', '14a_medical_images',
+                  '14b_knowledge_injection', '15_gpu_training', '16_feedback', '91_article_code']
 
 
 def cells(name): return json.loads((ROOT/'nbs'/f'{name}.ipynb').read_text(encoding='utf-8'))['cells']

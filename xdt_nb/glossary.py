@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TRANSFER_TERMS', 'ADAPTATION_TERMS', 'TRAINING_TERMS', 'EVALUATION_TERMS', 'KNOWLEDGE_TERMS', 'PLANNED_TERMS',
-           'GLOSSARY', 'Term', 'missing_references', 'glossary_markdown']
+__all__ = ['TRANSFER_TERMS', 'ADAPTATION_TERMS', 'TRAINING_TERMS', 'EVALUATION_TERMS', 'KNOWLEDGE_TERMS', 'FEEDBACK_TERMS',
+           'PLANNED_TERMS', 'GLOSSARY', 'Term', 'missing_references', 'glossary_markdown']
 
 # %% ../nbs/90_glossary.ipynb #887feb0b
 @dataclass(frozen=True)
@@ -129,19 +129,25 @@ KNOWLEDGE_TERMS = (
          ('kg.transe_score', 'kg.margin_ranking_loss', 'kg.train_kge', 'kg.embed_graph',
           'kg.load_entity_embeddings'),
          formula=r'f(h, r, t) = -\lVert \mathbf{h} + \mathbf{r} - \mathbf{t} \rVert'),
+    Term('知识注入', 'knowledge injection into the encoder', ('14b_knowledge_injection',),
+         ('inject.knowledge_as_text', 'inject.knowledge_type', 'inject.knowledge_graph',
+          'inject.KnowledgeInjector'), issue=47),
+    Term('医疗领域', 'medical case study (drug reviews, radiology reports, medical images)',
+         ('14_medical', '14a_medical_images', '14b_knowledge_injection'),
+         ('medical.language_profile', 'medical.run_findings_once', 'images.leave_one_out'), issue=47),
+)
+
+FEEDBACK_TERMS = (
+    Term('反馈优化', 'feedback optimisation: tuning and active learning', ('16_feedback',),
+         ('feedback.run_trials', 'feedback.PruneOnDev', 'feedback.query', 'feedback.grow_curve'), issue=45),
 )
 
 PLANNED_TERMS = (
-    Term('知识注入', 'knowledge injection into the encoder', ('14_medical',), built=False, issue=47),
-    Term('医疗领域', 'medical case study (drug reviews, radiology reports)', ('14_medical',),
-         built=False, issue=47),
-    Term('反馈优化', 'feedback optimisation: tuning and active learning', ('16_feedback',),
-         built=False, issue=45),
     Term('数据增强', 'data augmentation', built=False),
 )
 
 GLOSSARY = (TRANSFER_TERMS + ADAPTATION_TERMS + TRAINING_TERMS + EVALUATION_TERMS + KNOWLEDGE_TERMS
-            + PLANNED_TERMS)
+            + FEEDBACK_TERMS + PLANNED_TERMS)
 
 # %% ../nbs/90_glossary.ipynb #1a40c864
 def _resolve(name:str):
