@@ -22,9 +22,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .core import set_seed
-from .evaluate import append_record
 from .sources import RESOURCES, fetch
-from .store import Store, provenance, spec_key
+from .store import Store
 
 # %% auto #0
 __all__ = ['WEIGHTS_FILE', 'N_FEATURES', 'IMAGENET_CATS', 'HALVES', 'IMAGENET_METHODS', 'MRI_CLASSES', 'LABELLED_SETS',
@@ -173,16 +172,15 @@ IMAGENET_METHODS = ('frozen_imagenet', 'fine_tuned')  # the methods that start f
 
 def stored_result(store:Store, spec:dict, run:Callable[[], dict], run_id:str, command:str) -> dict:
     "The record of the experiment `spec`: from `store` when there, else `run()`'s scores stored under it."
-    key = spec_key(spec)
-    if key in store.latest(): return store.latest()[key]
-    started = time.perf_counter()
-    scores = run()
-    record = dict(notebook='14a_medical_images', task=spec['task'], dataset=spec['dataset'],
-                  source='imagenet' if spec['method'] in IMAGENET_METHODS else None, target=spec['dataset'],
-                  method=spec['method'], seed=spec['seed'], n_target_labels=spec['n_train'],
-                  model='efficientnet-lite0', train_seconds=round(time.perf_counter() - started, 2),
-                  command=command, **scores)
-    return append_record(store.path, record | provenance(run_id) | dict(key=key, spec=spec))
+    def scored() -> dict:
+        started = time.perf_counter()
+        scores = run()
+        return dict(notebook='14a_medical_images', task=spec['task'], dataset=spec['dataset'],
+                    source='imagenet' if spec['method'] in IMAGENET_METHODS else None, target=spec['dataset'],
+                    method=spec['method'], seed=spec['seed'], n_target_labels=spec['n_train'],
+                    model='efficientnet-lite0', train_seconds=round(time.perf_counter() - started, 2),
+                    command=command, **scores)
+    return store.once(spec, run_id, scored)
 
 # %% ../nbs/14a_medical_images.ipynb #46481044
 MRI_CLASSES = {'gl': 'glioma', 'me': 'meningioma', 'no': 'no tumour', 'pi': 'pituitary'}

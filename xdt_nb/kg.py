@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import append_line, to_json
-from .store import Store, provenance, spec_key
+from .store import Store
 
 # %% auto #0
 __all__ = ['UMLS_SPLITS', 'KGE_BASE', 'KGE_MODELS', 'KGE_SEARCH', 'UMLS_PUBLISHED', 'HPO_EMBEDDING_FILE', 'wheel_file',
@@ -243,13 +242,10 @@ def kge_spec(name:str, config:dict, seed:int) -> dict:
 # %% ../nbs/13_knowledge_graph.ipynb #6cb4fc03
 def kge_once(store:Store, run_id:str, name:str, config:dict, seed:int=0, command:str='interactive') -> dict:
     "The record of `train_kge(name, config, seed)`: from `store` when there, else trained and appended."
-    spec = kge_spec(name, config, seed)
-    key = spec_key(spec)
-    if key in store.latest(): return store.latest()[key]
-    record = dict(notebook='13_knowledge_graph', command=command, **train_kge(name, config, seed), config=config)
-    record |= provenance(run_id) | dict(key=key, spec=spec)
-    append_line(store.path, to_json(record))
-    return record
+    trained = lambda: dict(notebook='13_knowledge_graph', command=command, **train_kge(name, config, seed),
+                           config=config)
+    # a link-prediction record has none of the text task's fields
+    return store.once(kge_spec(name, config, seed), run_id, trained, check_fields=False)
 
 # %% ../nbs/13_knowledge_graph.ipynb #c31bc84f
 def graph_triples(g:nx.MultiDiGraph, sources=('HPO', 'disease')) -> np.ndarray:

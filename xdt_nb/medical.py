@@ -13,9 +13,9 @@ import pandas as pd
 
 from .core import get_settings
 from .data import SPLITS
-from .evaluate import append_record, evaluate
+from .evaluate import evaluate
 from .model import load_classifier, load_tokenizer
-from .store import Store, _config, provenance, spec_key
+from .store import Store, _config
 from .train import TrainConfig, fit, resolve_lr
 
 # %% auto #0
@@ -54,17 +54,17 @@ def run_findings_once(store:Store, run_id:str, reports:pd.DataFrame, labels, see
     "The record of a multi-label model fine-tuned on `reports`' train split: from `store`, else trained."
     cfg = resolve_lr(dataclasses.replace(cfg or TrainConfig(), seed=seed, multi_label=True), model_name)
     spec = findings_spec(reports, labels, cfg, model_name)
-    key = spec_key(spec)
-    if key in store.latest(): return store.latest()[key]
-    split = {s: reports[reports.split == s] for s in SPLITS}
-    model, tok = load_classifier(labels, model_name, seed=seed), load_tokenizer(model_name)
-    res = fit(model, tok, labels, split['train'], split['dev'], cfg=cfg)
-    metrics, _ = evaluate(model, tok, split['test'], labels, multi_label=True)
-    record = dict(notebook='14_medical', task='findings', dataset='iu-xray', source='iu-xray',
-                  target='iu-xray', method=spec['method'], seed=seed, n_target_labels=len(split['train']),
-                  model=spec['model'], accuracy=metrics['exact_match'], train_seconds=round(res.train_seconds, 1),
-                  best_epoch=res.best_epoch, command=command, config=dataclasses.asdict(cfg), **metrics)
-    return append_record(store.path, record | provenance(run_id) | dict(key=key, spec=spec))
+    def trained() -> dict:
+        split = {s: reports[reports.split == s] for s in SPLITS}
+        model, tok = load_classifier(labels, model_name, seed=seed), load_tokenizer(model_name)
+        res = fit(model, tok, labels, split['train'], split['dev'], cfg=cfg)
+        metrics, _ = evaluate(model, tok, split['test'], labels, multi_label=True)
+        return dict(notebook='14_medical', task='findings', dataset='iu-xray', source='iu-xray',
+                    target='iu-xray', method=spec['method'], seed=seed, n_target_labels=len(split['train']),
+                    model=spec['model'], accuracy=metrics['exact_match'],
+                    train_seconds=round(res.train_seconds, 1), best_epoch=res.best_epoch, command=command,
+                    config=dataclasses.asdict(cfg), **metrics)
+    return store.once(spec, run_id, trained)
 
 # %% ../nbs/14_medical.ipynb #7ef00499
 def per_label_table(records:list[dict], metrics=('f1', 'auroc')) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pandas as pd
 from fastcore.basics import patch
 import xdt_nb
 from . import __version__
-from .core import get_settings
+from .core import append_line, get_settings, to_json
 from .data import load_domain
 from .evaluate import append_record, read_jsonl
 from .train import TrainConfig, resolve_lr
@@ -127,6 +127,18 @@ def append(self:Store, records:list[dict], run_id:str) -> list[dict]:
         spec = record_spec(r)
         stored.append(append_record(self.path, r | stamp | dict(key=spec_key(spec), spec=spec)))
     return stored
+
+# %% ../nbs/08_store.ipynb #14319aa6
+@patch
+def once(self:Store, spec:dict, run_id:str, make_record, check_fields:bool=True) -> dict:
+    "The record of `spec`: from the store when there, else `make_record()`'s, with provenance, key and spec."
+    key = spec_key(spec)
+    done = self.latest()
+    if key in done: return done[key]
+    record = make_record() | provenance(run_id) | dict(key=key, spec=spec)
+    if check_fields: return append_record(self.path, record)
+    append_line(self.path, to_json(record))
+    return record
 
 # %% ../nbs/08_store.ipynb #d1b7cdc9
 def _spec_request(request:dict) -> dict:
