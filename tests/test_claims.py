@@ -1193,6 +1193,16 @@ def test_knowledge_graph_changes_only_the_linked_reviews(injection_task, tok):
     assert (injected[0] - plain[0]).abs().max() > 1e-3
     assert torch.equal(injected[1], plain[1])
 
+def test_injecting_nothing_is_target_only_exactly(injection_task, knowledge, monkeypatch):
+    "With all-zero concept vectors the injected arm trains to target-only's weights, dropout on: the arms differ by the knowledge alone."
+    small, tok_ = injection_task().new_model()
+    monkeypatch.setattr(R.TransferTask, 'new_model', lambda self: (set_dropout(copy.deepcopy(small), 0.1), tok_))
+    task = lambda: dataclasses.replace(injection_task(), cfg=cfg(lr=1e-3, epochs=2))
+    plain = R.METHODS['target_only'](task()).model.state_dict()
+    injected = KI._inject(task(), torch.zeros_like(knowledge.vectors)).model.state_dict()
+    assert injected.keys() - plain.keys() == {'knowledge.proj.weight'}
+    for name, weight in plain.items(): assert torch.equal(weight, injected[name]), name
+
 def test_knowledge_type_adds_one_learned_vector_per_category(knowledge, injection_task):
     "Features are one-hot categories: concepts of one HPO category get the same vector, others another."
     injector = KI.knowledge_type(injection_task()).model.knowledge

@@ -8,6 +8,7 @@ Docs: https://xdt-nb.github.io/xdt_nb/store.html.md"""
 from __future__ import annotations
 import dataclasses, functools, hashlib, json, math, platform, subprocess, time
 from pathlib import Path
+from typing import Callable
 import pandas as pd
 from fastcore.basics import patch
 import xdt_nb
@@ -167,14 +168,16 @@ def planned_fields(request:dict) -> list[dict]:
     return [tested_on(name) for name in [request['target'], *request.get('also_test_on', ())]]
 
 # %% ../nbs/08_store.ipynb #97a12745
-def run_once(store:Store, run_id:str, **request) -> list[dict]:
-    "The records of `run_experiment(**request)`: from `store` when all are there, else trained and appended."
+def run_once(store:Store, run_id:str, on_trained:Callable|None=None, **request) -> list[dict]:
+    ("The records of `run_experiment(**request)`: from `store` when all are there, else trained and appended; "
+     "`on_trained` is handed the `ExperimentResult` of a run that trains (e.g. to save its model).")
     planned = [spec_key(record_spec(f)) for f in planned_fields(request)]
     done = store.latest()
     if all(k in done for k in planned): return [done[k] for k in planned]
     caps = dict(max_dev=request.get('max_dev'), max_unlabelled=request.get('max_unlabelled'))
     started = time.perf_counter()
     res = run_experiment(**request | dict(extra=request.get('extra', {}) | caps))
+    if on_trained: on_trained(res)
     wall = dict(wall_seconds=round(time.perf_counter() - started, 1))
     stored = store.append([r | wall for r in [res.record, *res.other_records]], run_id)
     if [r['key'] for r in stored] != planned:
