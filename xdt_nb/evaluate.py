@@ -18,9 +18,10 @@ from .model import TextDataset, make_loader
 from .train import multi_hot, predict_logits
 
 # %% auto #0
-__all__ = ['RECORD_FIELDS', 'classification_metrics', 'majority_baseline', 'multilabel_metrics', 'predict_proba', 'evaluate',
-           'plot_confusion', 'append_record', 'read_jsonl', 'read_records', 'summarise', 'mean_std', 'uneven_seeds',
-           'plot_summary', 'transfer_matrix', 'format_matrix', 'negative_transfer', 'plot_heatmap']
+__all__ = ['THRESHOLD_GRID', 'RECORD_FIELDS', 'classification_metrics', 'majority_baseline', 'multilabel_metrics',
+           'dev_thresholds', 'predict_proba', 'evaluate', 'plot_confusion', 'append_record', 'read_jsonl',
+           'read_records', 'summarise', 'mean_std', 'uneven_seeds', 'plot_summary', 'transfer_matrix', 'format_matrix',
+           'negative_transfer', 'plot_heatmap']
 
 # %% ../nbs/04_evaluate.ipynb #14bef23c
 def classification_metrics(y_true, y_pred, labels) -> dict:
@@ -51,7 +52,9 @@ def _auroc(y:np.ndarray, scores:np.ndarray) -> float|None:
     from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else None
 
-def multilabel_metrics(y_true, proba, labels, threshold:float=0.5) -> dict:
+def multilabel_metrics(y_true, proba, labels,
+                       threshold:float|np.ndarray=0.5, # one for all labels, or one per label (`dev_thresholds`)
+                      ) -> dict:
     "F1 (micro, macro, weighted) at `threshold`, exact-match accuracy; per label P, R, F1, support, AUROC."
     from sklearn.metrics import f1_score, precision_recall_fscore_support
     labels, y_true, proba = list(labels), np.asarray(y_true), np.asarray(proba)
@@ -68,8 +71,22 @@ def multilabel_metrics(y_true, proba, labels, threshold:float=0.5) -> dict:
     return dict(n=len(y_true), micro_f1=f1_avg('micro'), macro_f1=f1_avg('macro'),
                 weighted_f1=f1_avg('weighted'),
                 exact_match=float((pred == y_true).all(1).mean()),
-                macro_auroc=float(np.mean(scored)) if scored else None, threshold=threshold,
+                macro_auroc=float(np.mean(scored)) if scored else None, threshold=np.asarray(threshold, dtype=float).tolist(),
                 per_label=per_label, labels=labels)
+
+# %% ../nbs/04_evaluate.ipynb #6b1e4f77
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+def dev_thresholds(y_true, proba, grid=THRESHOLD_GRID) -> np.ndarray:
+    "Per label, the threshold of `grid` with the best F1 on these (dev) rows; 0.5 for a label without positives."
+    from sklearn.metrics import f1_score
+    y_true, proba = np.asarray(y_true), np.asarray(proba)
+    def best(k):
+        if not y_true[:, k].any(): return 0.5
+        f1 = np.array([f1_score(y_true[:, k], proba[:, k] >= t, zero_division=0) for t in grid])
+        tied = grid[f1 == f1.max()]
+        return float(tied[np.abs(tied - 0.5).argmin()])
+    return np.array([best(k) for k in range(y_true.shape[1])])
 
 # %% ../nbs/04_evaluate.ipynb #08c9d376
 def predict_proba(model, tokenizer, texts, batch_size:int=64, max_length:int=128,
@@ -81,7 +98,7 @@ def predict_proba(model, tokenizer, texts, batch_size:int=64, max_length:int=128
 
 # %% ../nbs/04_evaluate.ipynb #c8ac8c3b
 def evaluate(model, tokenizer, df:pd.DataFrame, labels, batch_size:int=64, multi_label:bool=False,
-             threshold:float=0.5) -> tuple[dict, np.ndarray]:
+             threshold:float|np.ndarray=0.5) -> tuple[dict, np.ndarray]:
     "(metrics, probabilities) of `model` on the `text, label` table `df` (multi-label: `multilabel_metrics`)."
     proba = predict_proba(model, tokenizer, df.text.tolist(), batch_size, multi_label=multi_label)
     if multi_label: return multilabel_metrics(multi_hot(df.label, labels), proba, labels, threshold), proba

@@ -13,10 +13,10 @@ import pandas as pd
 
 from .core import get_settings
 from .data import SPLITS
-from .evaluate import evaluate
+from .evaluate import dev_thresholds, evaluate, multilabel_metrics
 from .model import load_classifier, load_tokenizer
 from .store import Store, _config
-from .train import TrainConfig, fit, resolve_lr
+from .train import TrainConfig, fit, multi_hot, resolve_lr
 
 # %% auto #0
 __all__ = ['FIRST_PERSON', 'NEGATION', 'language_profile', 'keyword_scores', 'findings_spec', 'run_findings_once',
@@ -46,7 +46,7 @@ def findings_spec(reports:pd.DataFrame, labels, cfg:TrainConfig, model_name:str|
     digest = hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).values.tobytes()).hexdigest()[:12]
     return dict(method='multilabel_finetune', target='iu-xray', seed=cfg.seed,
                 model=model_name or get_settings().model, config=_config(cfg), labels=list(labels),
-                data=digest)
+                data=digest, threshold='best dev F1 per label')
 
 # %% ../nbs/14_medical.ipynb #c264bbd9
 def run_findings_once(store:Store, run_id:str, reports:pd.DataFrame, labels, seed:int=0,
@@ -58,12 +58,16 @@ def run_findings_once(store:Store, run_id:str, reports:pd.DataFrame, labels, see
         split = {s: reports[reports.split == s] for s in SPLITS}
         model, tok = load_classifier(labels, model_name, seed=seed), load_tokenizer(model_name)
         res = fit(model, tok, labels, split['train'], split['dev'], cfg=cfg)
-        metrics, _ = evaluate(model, tok, split['test'], labels, multi_label=True)
+        _, dev_proba = evaluate(model, tok, split['dev'], labels, multi_label=True)
+        thresholds = dev_thresholds(multi_hot(split['dev'].label, labels), dev_proba)
+        metrics, proba = evaluate(model, tok, split['test'], labels, multi_label=True, threshold=thresholds)
+        at_half = multilabel_metrics(multi_hot(split['test'].label, labels), proba, labels)
         return dict(notebook='14_medical', task='findings', dataset='iu-xray', source='iu-xray',
                     target='iu-xray', method=spec['method'], seed=seed, n_target_labels=len(split['train']),
                     model=spec['model'], accuracy=metrics['exact_match'],
                     train_seconds=round(res.train_seconds, 1), best_epoch=res.best_epoch, command=command,
-                    config=dataclasses.asdict(cfg), **metrics)
+                    config=dataclasses.asdict(cfg), micro_f1_at_half=at_half['micro_f1'],
+                    macro_f1_at_half=at_half['macro_f1'], **metrics)
     return store.once(spec, run_id, trained)
 
 # %% ../nbs/14_medical.ipynb #7ef00499
