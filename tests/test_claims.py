@@ -1203,6 +1203,16 @@ def test_injecting_nothing_is_target_only_exactly(injection_task, knowledge, mon
     assert injected.keys() - plain.keys() == {'knowledge.proj.weight'}
     for name, weight in plain.items(): assert torch.equal(weight, injected[name]), name
 
+def test_sequential_graph_goes_on_from_the_source_model(injection_task, knowledge, monkeypatch):
+    "With zero vectors it trains to `sequential`'s weights: the same source model, the same target stage (`keep_start` too)."
+    small, tok_ = injection_task().new_model()
+    monkeypatch.setattr(R.TransferTask, 'new_model', lambda self: (set_dropout(copy.deepcopy(small), 0.1), tok_))
+    tweets = X.few_shot(load_domain('tweets', 'train'), 8, 0)
+    task = lambda: dataclasses.replace(injection_task(), source_train=tweets, source_dev=tweets, cfg=cfg(lr=1e-3))
+    plain = R.METHODS['sequential'](task()).model.state_dict()
+    nothing = KI._inject(task(), torch.zeros_like(knowledge.vectors), start=KI._from_source(task())).model.state_dict()
+    for name, weight in plain.items(): assert torch.equal(weight, nothing[name]), name
+
 def test_knowledge_type_adds_one_learned_vector_per_category(knowledge, injection_task):
     "Features are one-hot categories: concepts of one HPO category get the same vector, others another."
     injector = KI.knowledge_type(injection_task()).model.knowledge

@@ -17,7 +17,7 @@ from torch import nn
 
 import xdt_nb
 from .evaluate import predict_proba
-from .finetune import _fit_stage, _target_stage
+from .finetune import _fit_stage, _stage_dir, _target_stage, source_only
 from .kg import HPO_EMBEDDING_FILE, load_entity_embeddings, parse_obo, wheel_file
 from .registry import TransferTask, Trained, register_method
 
@@ -26,7 +26,8 @@ __all__ = ['PHENOTYPE_ROOT', 'GRAPH_EMBEDDING', 'hpo_terms', 'top_categories', '
            'Mention', 'link', 'link_summary', 'knowledge_text', 'with_knowledge_text', 'mention_tokens',
            'KnowledgeInjector', 'attach', 'Knowledge', 'load_knowledge', 'type_features', 'shuffled_rows',
            'random_like', 'random_links', 'knowledge_as_text', 'knowledge_type', 'knowledge_graph', 'graph_shuffled',
-           'graph_random', 'graph_random_links', 'ablation_table', 'injection_effect']
+           'graph_random', 'graph_random_links', 'sequential_graph', 'sequential_graph_shuffled', 'ablation_table',
+           'injection_effect']
 
 # %% ../nbs/14b_knowledge_injection.ipynb #e48ceb64
 PHENOTYPE_ROOT = 'HP:0000118'  # 'Phenotypic abnormality'; its siblings are modifiers ('Severe', 'Left', ...)
@@ -234,9 +235,9 @@ def random_links(text:str, mentions:list[Mention], concepts:list, seed:int=0) ->
     return [dataclasses.replace(m, concept=concepts[i]) for m, i in zip(mentions, drawn)]
 
 # %% ../nbs/14b_knowledge_injection.ipynb #77040f42
-def _finetune_with(t:TransferTask, model, tok, to_text=None) -> list:
+def _finetune_with(t:TransferTask, model, tok, to_text=None, keep_start:bool=False) -> list:
     "`fit` on the task's target rows (their text through `to_text` when given)."
-    stage = _target_stage(t)
+    stage = _target_stage(t) | dict(keep_start=keep_start)
     if to_text:
         stage |= dict(train=t.target_train.assign(text=to_text(list(t.target_train.text))),
                       dev=t.target_dev.assign(text=to_text(list(t.target_dev.text))))
@@ -254,10 +255,12 @@ def knowledge_as_text(t:TransferTask) -> Trained:
     return Trained(predict, model, tok, fits, info=dict(knowledge_coverage=round(float(covered), 4)))
 
 # %% ../nbs/14b_knowledge_injection.ipynb #d164e609
-def _inject(t:TransferTask, features:torch.Tensor, relink=None) -> Trained:
+def _inject(t:TransferTask, features:torch.Tensor, relink=None,
+            start:Trained|None=None, # a trained model to go on from (`sequential_graph`); None: a fresh one
+           ) -> Trained:
     "Fine-tune on the target with `features` of each mention's concept added to its tokens."
     kn = load_knowledge()
-    model, tok = t.new_model()
+    model, tok = (start.model, start.tokenizer) if start else t.new_model()
     injector = KnowledgeInjector(features, model.config.hidden_size, tok.pad_token_id)
     attach(model, injector)
     rows = {c: i for i, c in enumerate(kn.concepts)}
@@ -272,7 +275,8 @@ def _inject(t:TransferTask, features:torch.Tensor, relink=None) -> Trained:
         return float(np.mean(hits))
     covered = make_known(list(t.target_train.text))
     make_known(list(t.target_dev.text))
-    fits = _finetune_with(t, model, tok)
+    # keep_start, as in `sequential`: when the target labels only hurt on dev, the start model stays
+    fits = [*start.fits, *_finetune_with(t, model, tok, keep_start=True)] if start else _finetune_with(t, model, tok)
     def predict(texts):
         make_known(list(texts))
         return predict_proba(model, tok, list(texts), max_length=t.cfg.max_length)
@@ -306,6 +310,21 @@ def graph_random_links(t:TransferTask) -> Trained:
     "Control: `knowledge_graph` with each mention linked to a random concept (`random_links`)."
     kn = load_knowledge()
     return _inject(t, kn.vectors, relink=lambda text, ms: random_links(text, ms, kn.concepts, t.cfg.seed))
+
+# %% ../nbs/14b_knowledge_injection.ipynb #9c2f4a18
+def _from_source(t:TransferTask) -> Trained:
+    "The `source_only` model of `t`, where `sequential` starts (shared through `t.models`)."
+    return source_only(dataclasses.replace(t, out_dir=_stage_dir(t, 0)))
+
+@register_method('sequential_graph', needs_source=True, needs_target=True)
+def sequential_graph(t:TransferTask) -> Trained:
+    "`sequential` with the graph in its target stage: from the source model, `knowledge_graph`'s vectors added."
+    return _inject(t, load_knowledge().vectors, start=_from_source(t))
+
+@register_method('sequential_graph_shuffled', needs_source=True, needs_target=True)
+def sequential_graph_shuffled(t:TransferTask) -> Trained:
+    "Control: `sequential_graph` with the vectors permuted across concepts (`shuffled_rows`, seeded)."
+    return _inject(t, shuffled_rows(load_knowledge().vectors, t.cfg.seed), start=_from_source(t))
 
 # %% ../nbs/14b_knowledge_injection.ipynb #fbf29a6e
 def ablation_table(records:pd.DataFrame, baseline:str='target_only', metric:str='macro_f1') -> pd.DataFrame:
