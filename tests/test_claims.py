@@ -574,7 +574,9 @@ def test_every_registered_method_has_a_claim_test():
                  knowledge_graph=test_knowledge_graph_changes_only_the_linked_reviews,
                  graph_shuffled=test_graph_shuffled_permutes_the_graph_vectors,
                  graph_random=test_graph_random_keeps_only_the_graph_statistics,
-                 graph_random_links=test_graph_random_links_moves_the_mentions_to_other_concepts)
+                 graph_random_links=test_graph_random_links_moves_the_mentions_to_other_concepts,
+                 sequential_graph=test_sequential_graph_goes_on_from_the_source_model,
+                 sequential_graph_shuffled=test_sequential_graph_shuffled_differs_from_it_by_the_vectors_alone)
     assert set(X.METHODS) == set(tests), set(X.METHODS) ^ set(tests)
 
 # ---------------------------------------------------------------------------------------------------
@@ -1212,6 +1214,18 @@ def test_sequential_graph_goes_on_from_the_source_model(injection_task, knowledg
     plain = R.METHODS['sequential'](task()).model.state_dict()
     nothing = KI._inject(task(), torch.zeros_like(knowledge.vectors), start=KI._from_source(task())).model.state_dict()
     for name, weight in plain.items(): assert torch.equal(weight, nothing[name]), name
+
+def test_sequential_graph_shuffled_differs_from_it_by_the_vectors_alone(monkeypatch, knowledge):
+    "Both arms inject from the same source model; the control's vectors are the graph's, permuted by the seed."
+    calls = []
+    monkeypatch.setattr(KI, '_inject', lambda t, features, start=None: calls.append((features, start)))
+    monkeypatch.setattr(KI, '_from_source', lambda t: ('source model of', t.cfg.seed))
+    task = R.TransferTask(LABELS, None, None, None, None, cfg(seed=3))
+    KI.sequential_graph(task); KI.sequential_graph_shuffled(task)
+    (graph, graph_start), (control, control_start) = calls
+    assert graph_start == control_start == ('source model of', 3)
+    assert torch.equal(graph, knowledge.vectors)
+    assert torch.equal(control, KI.shuffled_rows(knowledge.vectors, 3)) and not torch.equal(control, graph)
 
 def test_knowledge_type_adds_one_learned_vector_per_category(knowledge, injection_task):
     "Features are one-hot categories: concepts of one HPO category get the same vector, others another."
