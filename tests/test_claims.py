@@ -1195,20 +1195,25 @@ def test_knowledge_graph_changes_only_the_linked_reviews(injection_task, tok):
     assert (injected[0] - plain[0]).abs().max() > 1e-3
     assert torch.equal(injected[1], plain[1])
 
-def test_injecting_nothing_is_target_only_exactly(injection_task, knowledge, monkeypatch):
-    "With all-zero concept vectors the injected arm trains to target-only's weights, dropout on: the arms differ by the knowledge alone."
+@pytest.fixture
+def with_dropout(injection_task, monkeypatch):
+    "`injection_task`, its models with dropout back on: an arm that drew other random numbers would train otherwise."
     small, tok_ = injection_task().new_model()
     monkeypatch.setattr(R.TransferTask, 'new_model', lambda self: (set_dropout(copy.deepcopy(small), 0.1), tok_))
+    return injection_task
+
+def test_injecting_nothing_is_target_only_exactly(with_dropout, knowledge):
+    "With all-zero concept vectors the injected arm trains to target-only's weights, dropout on: the arms differ by the knowledge alone."
+    injection_task = with_dropout
     task = lambda: dataclasses.replace(injection_task(), cfg=cfg(lr=1e-3, epochs=2))
     plain = R.METHODS['target_only'](task()).model.state_dict()
     injected = KI._inject(task(), torch.zeros_like(knowledge.vectors)).model.state_dict()
     assert injected.keys() - plain.keys() == {'knowledge.proj.weight'}
     for name, weight in plain.items(): assert torch.equal(weight, injected[name]), name
 
-def test_sequential_graph_goes_on_from_the_source_model(injection_task, knowledge, monkeypatch):
+def test_sequential_graph_goes_on_from_the_source_model(with_dropout, knowledge):
     "With zero vectors it trains to `sequential`'s weights: the same source model, the same target stage (`keep_start` too)."
-    small, tok_ = injection_task().new_model()
-    monkeypatch.setattr(R.TransferTask, 'new_model', lambda self: (set_dropout(copy.deepcopy(small), 0.1), tok_))
+    injection_task = with_dropout
     tweets = X.few_shot(load_domain('tweets', 'train'), 8, 0)
     task = lambda: dataclasses.replace(injection_task(), source_train=tweets, source_dev=tweets, cfg=cfg(lr=1e-3))
     plain = R.METHODS['sequential'](task()).model.state_dict()

@@ -276,7 +276,7 @@ def _inject(t:TransferTask, features:torch.Tensor, relink=None,
     covered = make_known(list(t.target_train.text))
     make_known(list(t.target_dev.text))
     # keep_start, as in `sequential`: when the target labels only hurt on dev, the start model stays
-    fits = [*start.fits, *_finetune_with(t, model, tok, keep_start=True)] if start else _finetune_with(t, model, tok)
+    fits = [*(start.fits if start else []), *_finetune_with(t, model, tok, keep_start=start is not None)]
     def predict(texts):
         make_known(list(texts))
         return predict_proba(model, tok, list(texts), max_length=t.cfg.max_length)
